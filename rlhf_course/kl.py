@@ -1,0 +1,123 @@
+"""The KL penalty: exact KL between categorical distributions, and its per-sample estimators.
+
+Notation of the book (chapter 1). A policy ``pi`` and a reference ``pi_ref`` over outcomes ``y``.
+The per-sample penalty is the log-ratio
+
+    log_ratio(y) = log pi(y) - log pi_ref(y),
+
+and its expectation under ``pi`` is the Kullback-Leibler divergence
+
+    KL(pi || pi_ref) = sum_y pi(y) (log pi(y) - log pi_ref(y)) = E_{y ~ pi}[log_ratio(y)].
+
+The estimators ``k1``, ``k2``, ``k3`` (Schulman, "Approximating KL divergence", 2020) take the
+log-probabilities of samples ``y ~ pi`` under both policies and return one value per sample; their mean
+estimates ``KL(pi || pi_ref)``. With ``log r = log pi_ref(y) - log pi(y) = -log_ratio(y)``:
+
+    k1 = -log r                 unbiased, high variance, can be negative
+    k2 = (log r)^2 / 2          biased, low variance, >= 0
+    k3 = (r - 1) - log r        unbiased, low variance, >= 0
+
+Every function accepts numpy arrays and torch tensors and returns the kind it was given.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import (
+    as_float_array,
+    check_broadcastable,
+    check_logprobs,
+    check_probs,
+    check_same_kind,
+    check_same_shape,
+    is_torch,
+)
+
+__all__ = ["kl_divergence", "log_ratio", "k1", "k2", "k3", "entropy"]
+
+
+def kl_divergence(p, q, axis: int = -1):
+    """Exact ``KL(p || q) = sum_y p(y) (log p(y) - log q(y))`` over the last axis.
+
+    Batched: leading axes broadcast, so ``p`` of shape ``(B, K)`` against ``q`` of shape ``(K,)`` gives
+    ``B`` values. Terms with ``p(y) = 0`` contribute 0 (the limit of ``t log t``); a ``y`` with
+    ``p(y) > 0 = q(y)`` makes the divergence ``inf``: ``q`` cannot produce what ``p`` does.
+
+    Raises ``ValueError`` for NaN, negative entries, rows that do not sum to one, or shapes that do not match.
+    """
+    if axis != -1:
+        raise ValueError("kl_divergence reduces the last axis; move the category axis last (axis=-1)")
+    p = as_float_array(p, "p")
+    q = as_float_array(q, "q")
+    check_same_kind(p, q, "p and q")
+    check_broadcastable(p, q, "p and q")
+    check_probs(p, "p")
+    check_probs(q, "q")
+    if is_torch(p):
+        import torch
+
+        p, q = torch.broadcast_tensors(p, q)
+        terms = torch.where(p > 0, p * (torch.log(p) - torch.log(q)), torch.zeros_like(p))
+        return terms.sum(dim=-1)
+    p, q = np.broadcast_arrays(p, q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0)
+    return terms.sum(axis=-1)
+
+
+def entropy(p):
+    """Shannon entropy ``H(p) = -sum_y p(y) log p(y)`` over the last axis, in nats."""
+    p = as_float_array(p, "p")
+    check_probs(p, "p")
+    if is_torch(p):
+        import torch
+
+        return -torch.where(p > 0, p * torch.log(p), torch.zeros_like(p)).sum(dim=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1)
+
+
+def _log_ratio_checked(logp, ref_logp):
+    logp = as_float_array(logp, "logp")
+    ref_logp = as_float_array(ref_logp, "ref_logp")
+    check_same_kind(logp, ref_logp, "logp and ref_logp")
+    check_same_shape(logp, ref_logp, "logp and ref_logp")
+    check_logprobs(logp, "logp")
+    # A sample can be impossible under the reference (log pi_ref = -inf): the penalty is then +inf.
+    check_logprobs(ref_logp, "ref_logp", allow_neg_inf=True)
+    return logp - ref_logp
+
+
+def log_ratio(logp, ref_logp):
+    """The per-sample penalty ``log pi(y) - log pi_ref(y)``, elementwise.
+
+    Zero where the two policies agree on ``y``; positive where ``pi`` makes ``y`` more likely than the
+    reference does; negative where less. Its mean over ``y ~ pi`` is ``KL(pi || pi_ref) >= 0``, but single
+    values can have either sign.
+    """
+    return _log_ratio_checked(logp, ref_logp)
+
+
+def k1(logp, ref_logp):
+    """Estimator ``k1 = log pi(y) - log pi_ref(y) = -log r`` for samples ``y ~ pi`` (unbiased, can be < 0)."""
+    return _log_ratio_checked(logp, ref_logp)
+
+
+def k2(logp, ref_logp):
+    """Estimator ``k2 = (log r)^2 / 2`` for samples ``y ~ pi`` (biased, always >= 0, low variance)."""
+    return 0.5 * _log_ratio_checked(logp, ref_logp) ** 2
+
+
+def k3(logp, ref_logp):
+    """Estimator ``k3 = (r - 1) - log r`` with ``log r = log pi_ref(y) - log pi(y)``, for ``y ~ pi``.
+
+    Unbiased (``E_pi[r] = 1``) and never negative (``e^x >= 1 + x``). Computed as ``expm1(x) - x`` with
+    ``x = log r``: the naive ``exp(x) - 1 - x`` subtracts nearly equal numbers when ``pi`` and ``pi_ref``
+    are close, which is exactly where RLHF runs live, and loses all its digits there.
+    """
+    x = -_log_ratio_checked(logp, ref_logp)
+    if is_torch(x):
+        import torch
+
+        return torch.expm1(x) - x
+    return np.expm1(x) - x
