@@ -1,0 +1,126 @@
+"""The RLHF objective and its maximizer, on a finite set of outputs (chapters 3 and 4).
+
+For one prompt with outputs ``y``, reference ``pi_ref``, reward ``r`` and ``beta > 0``:
+
+    J(pi) = E_{y ~ pi}[r(y)] - beta KL(pi || pi_ref)                      (the RLHF objective)
+    pi*(y) = pi_ref(y) exp(r(y) / beta) / Z,   Z = sum_y pi_ref(y) exp(r(y) / beta)
+    max_pi J(pi) = J(pi*) = beta log Z
+    r(y) = beta log(pi*(y) / pi_ref(y)) + beta log Z                     (the reward, recovered)
+
+Arrays are batched over leading axes: the outputs are the last axis. Everything is computed in log space
+(``log Z`` by log-sum-exp), so ``r / beta`` in the thousands neither overflows nor underflows.
+Outputs with ``pi_ref(y) = 0`` get ``pi*(y) = 0``: the optimum never leaves the reference's support.
+numpy arrays and torch tensors are both accepted; the result has the kind of ``ref_probs``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import (
+    as_float_array,
+    check_broadcastable,
+    check_finite,
+    check_positive_scalar,
+    check_probs,
+    check_same_kind,
+    is_torch,
+)
+from .kl import kl_divergence
+
+__all__ = ["optimal_policy", "log_partition", "optimal_value", "rlhf_objective", "implicit_reward"]
+
+
+def _inputs(ref_probs, rewards, beta):
+    ref = as_float_array(ref_probs, "ref_probs")
+    r = as_float_array(rewards, "rewards")
+    check_same_kind(ref, r, "ref_probs and rewards")
+    check_broadcastable(ref, r, "ref_probs and rewards")
+    check_probs(ref, "ref_probs")
+    check_finite(r, "rewards")
+    return ref, r, check_positive_scalar(beta, "beta")
+
+
+def _logits(ref, r, beta):
+    """``log pi_ref + r / beta``, with -inf outside the reference's support."""
+    if is_torch(ref):
+        import torch
+
+        return torch.log(ref) + r / beta
+    with np.errstate(divide="ignore"):
+        return np.log(ref) + r / beta
+
+
+def _logsumexp(z):
+    if is_torch(z):
+        import torch
+
+        return torch.logsumexp(z, dim=-1)
+    m = np.max(z, axis=-1, keepdims=True)
+    return (m + np.log(np.sum(np.exp(z - m), axis=-1, keepdims=True)))[..., 0]
+
+
+def log_partition(ref_probs, rewards, beta: float):
+    """``log Z = log sum_y pi_ref(y) exp(r(y) / beta)``, by log-sum-exp over the last axis."""
+    ref, r, beta = _inputs(ref_probs, rewards, beta)
+    return _logsumexp(_logits(ref, r, beta))
+
+
+def optimal_policy(ref_probs, rewards, beta: float):
+    """``pi*(y) = pi_ref(y) exp(r(y) / beta) / Z``: the maximizer of the RLHF objective.
+
+    ``beta -> inf`` gives back ``pi_ref``; ``beta -> 0`` puts all mass on the highest-reward outputs
+    in the support of ``pi_ref`` (in proportion to ``pi_ref`` among ties).
+    """
+    ref, r, beta = _inputs(ref_probs, rewards, beta)
+    z = _logits(ref, r, beta)
+    if is_torch(z):
+        import torch
+
+        return torch.softmax(z, dim=-1)
+    return np.exp(z - _logsumexp(z)[..., None])
+
+
+def optimal_value(ref_probs, rewards, beta: float):
+    """``max_pi J(pi) = J(pi*) = beta log Z``."""
+    return check_positive_scalar(beta, "beta") * log_partition(ref_probs, rewards, beta)
+
+
+def rlhf_objective(probs, ref_probs, rewards, beta: float):
+    """``J(pi) = sum_y pi(y) r(y) - beta KL(pi || pi_ref)``, over the last axis.
+
+    ``-inf`` when ``pi`` puts mass where ``pi_ref`` has none (the KL is infinite there).
+    """
+    p = as_float_array(probs, "probs")
+    ref, r, beta = _inputs(ref_probs, rewards, beta)
+    check_same_kind(p, ref, "probs and ref_probs")
+    check_broadcastable(p, r, "probs and rewards")
+    check_probs(p, "probs")
+    return (p * r).sum(-1) - beta * kl_divergence(p, ref)
+
+
+def implicit_reward(probs, ref_probs, beta: float):
+    """``beta log(pi(y) / pi_ref(y))``: the reward ``pi`` is optimal for, up to the constant ``beta log Z``.
+
+    For ``pi = pi*`` (of some reward ``r``) this is ``r(y) - beta log Z``: the reward, shifted by a constant
+    per prompt. Defined on the support of ``pi_ref``: outputs with ``pi_ref(y) = 0`` (where any reward is
+    consistent with ``pi*``) give NaN; ``pi(y) = 0 < pi_ref(y)`` gives ``-inf``. Raises ``ValueError``
+    when ``pi`` puts mass outside the support of ``pi_ref`` (no finite reward produces that).
+    """
+    p = as_float_array(probs, "probs")
+    ref = as_float_array(ref_probs, "ref_probs")
+    check_same_kind(p, ref, "probs and ref_probs")
+    check_broadcastable(p, ref, "probs and ref_probs")
+    check_probs(p, "probs")
+    check_probs(ref, "ref_probs")
+    beta = check_positive_scalar(beta, "beta")
+    if is_torch(p):
+        import torch
+
+        if bool(((p > 0) & (ref == 0)).any()):
+            raise ValueError("probs puts mass where ref_probs is 0: no finite reward makes that optimal")
+        return torch.where(ref > 0, beta * (torch.log(p) - torch.log(ref)), torch.full_like(p * ref, float("nan")))
+    p, ref = np.broadcast_arrays(p, ref)
+    if ((p > 0) & (ref == 0)).any():
+        raise ValueError("probs puts mass where ref_probs is 0: no finite reward makes that optimal")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ref > 0, beta * (np.log(p) - np.log(ref)), np.nan)

@@ -1,0 +1,225 @@
+"""The pieces of PPO for RLHF, one implementation each, shared by the toy problems (chapter 5) and the
+language-model run (chapter 6). All functions take torch tensors shaped ``(batch, time)`` with a float
+``mask`` (1 for real response tokens, 0 for padding), and have no Python loop over tokens.
+
+Notation (chapter 5). For a response ``y_1..y_T`` to prompt ``x``, token ``t`` has log-probabilities
+``logp_t = log pi(y_t | x, y_<t)``, ``ref_logp_t`` under ``pi_ref``, ``old_logp_t`` under the policy that
+sampled it; ``V_t`` is the value estimate before token ``t``.
+
+    per-token reward     r_t = -beta (logp_t - ref_logp_t) + [t = T] score(x, y)
+    TD error             delta_t = r_t + gamma V_{t+1} - V_t,      V_{T+1} = 0
+    GAE                  A_t = sum_{s >= t} (gamma lambda)^{s - t} delta_s
+    returns              R_t = A_t + V_t
+    ratio                rho_t = exp(logp_t - old_logp_t)
+    clipped surrogate    L_pi = mean_t max(-A_t rho_t, -A_t clip(rho_t, 1 - eps, 1 + eps))
+    clipped value loss   L_V = 1/2 mean_t max((V_t - R_t)^2, (V_old_t + clip(V_t - V_old_t, -eps_v, eps_v) - R_t)^2)
+    adaptive beta        beta <- beta (1 + clip(KL / target - 1, -0.2, 0.2) n / horizon)   (Ziegler et al. 2019)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+__all__ = [
+    "masked_mean", "masked_sum", "masked_var", "whiten", "last_token_index", "kl_penalized_rewards",
+    "gae", "clipped_policy_loss", "clipped_value_loss", "FixedKLController", "AdaptiveKLController",
+]
+
+
+def _check_bt(name: str, x, like: torch.Tensor | None = None) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor shaped (batch, time), got {type(x).__name__}")
+    if x.dim() != 2:
+        raise ValueError(f"{name} must be shaped (batch, time), got shape {tuple(x.shape)}")
+    if like is not None and x.shape != like.shape:
+        raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {tuple(like.shape)} like the mask")
+    if x.is_floating_point() and torch.isnan(x).any():
+        raise ValueError(f"{name} contains NaN")
+
+
+def _check_mask(mask) -> torch.Tensor:
+    _check_bt("mask", mask)
+    m = mask.to(torch.float32) if mask.dtype == torch.bool else mask
+    if not bool(((m == 0) | (m == 1)).all()):
+        raise ValueError("mask must contain only 0 and 1")
+    return m
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """``sum_t mask_t x_t`` (over ``dim``, or everything)."""
+    return (x * mask).sum() if dim is None else (x * mask).sum(dim)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean over the unmasked entries only: padding never changes it."""
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return masked_sum(x, mask) / mask.sum().clamp(min=1)
+    return masked_sum(x, mask, dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance over the unmasked entries."""
+    mean = masked_mean(x, mask)
+    n = mask.sum()
+    var = masked_mean((x - mean) ** 2, mask)
+    if unbiased:
+        if n < 2:
+            raise ValueError("masked_var needs at least two unmasked entries for the unbiased estimate")
+        var = var * n / (n - 1)
+    return var
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """Normalize ``x`` to unit variance over the unmasked entries (and zero mean if ``shift_mean``).
+
+    Padded entries are returned as 0 so that they cannot leak into later sums.
+    """
+    mask = _check_mask(mask).to(x.dtype)
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token of each row (masks are contiguous from the start of the response)."""
+    mask = _check_mask(mask)
+    lengths = mask.sum(1).long()
+    if bool((lengths == 0).any()):
+        raise ValueError("every response needs at least one unmasked token to receive its score")
+    expect = (torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None]).to(mask.dtype)
+    if not torch.equal(expect, mask):
+        raise ValueError("mask must be 1 on a prefix of each row (the response) and 0 after it (padding)")
+    return lengths - 1
+
+
+def kl_penalized_rewards(score: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
+                         beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards ``r_t = -beta (logp_t - ref_logp_t) + [t = T] score``, and the per-token log-ratio.
+
+    The sequence-level score is added at the last real token (the token that completed the response,
+    the one whose action the reward model judged); padding gets reward 0. Returns ``(rewards, log_ratio)``,
+    both ``(batch, time)`` and zero on padding.
+    """
+    mask = _check_mask(mask)
+    _check_bt("logp", logp, mask)
+    _check_bt("ref_logp", ref_logp, mask)
+    if not isinstance(score, torch.Tensor) or score.shape != (mask.shape[0],):
+        raise ValueError(f"score must be a tensor of shape ({mask.shape[0]},): one score per response")
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    log_ratio = (logp - ref_logp) * mask
+    rewards = -beta * log_ratio
+    last = last_token_index(mask)
+    rewards = rewards.scatter_add(1, last[:, None], score.to(rewards.dtype)[:, None])
+    return rewards * mask, log_ratio
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation over each masked response; returns ``(advantages, returns)``.
+
+    The value after the last real token is 0 (the episode ends with the response). Computed as one
+    matrix product with the discount matrix ``D[s, t] = (gamma lambda)^(s - t)`` for ``s >= t``: no loop.
+    """
+    mask = _check_mask(mask)
+    _check_bt("rewards", rewards, mask)
+    _check_bt("values", values, mask)
+    if not (0 <= gamma <= 1 and 0 <= lam <= 1):
+        raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={gamma}, lam={lam}")
+    mask = mask.to(values.dtype)
+    values = values * mask
+    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1) * mask.roll(-1, 1)
+    next_values[:, -1] = 0.0
+    deltas = (rewards + gamma * next_values - values) * mask
+    T = rewards.shape[1]
+    steps = torch.arange(T, device=rewards.device, dtype=values.dtype)
+    power = steps[:, None] - steps[None, :]  # s - t for row s, column t
+    discount = torch.where(power >= 0, (gamma * lam) ** power.clamp(min=0), torch.zeros_like(power))
+    advantages = (deltas @ discount) * mask
+    return advantages, (advantages + values) * mask
+
+
+def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                        clip_eps: float = 0.2) -> tuple[torch.Tensor, dict]:
+    """PPO's clipped surrogate ``L_pi`` (to minimize), with diagnostics.
+
+    Returns ``(loss, stats)`` with ``stats = {"clipfrac", "approx_kl"}``: the fraction of tokens where the
+    clipped term was the active one, and ``mean 1/2 (logp - old_logp)^2``, the drift of this update.
+    """
+    mask = _check_mask(mask)
+    for name, x in (("logp", logp), ("old_logp", old_logp), ("advantages", advantages)):
+        _check_bt(name, x, mask)
+    if not 0 < clip_eps < 1:
+        raise ValueError(f"clip_eps must lie in (0, 1), got {clip_eps}")
+    log_ratio = logp - old_logp
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {
+            "clipfrac": masked_mean((clipped > unclipped).to(logp.dtype), mask).item(),
+            "approx_kl": masked_mean(0.5 * log_ratio ** 2, mask).item(),
+        }
+    return loss, stats
+
+
+def clipped_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                       clip_eps: float = 0.2) -> tuple[torch.Tensor, dict]:
+    """PPO's clipped value loss ``L_V`` (to minimize); ``stats = {"vf_clipfrac"}``."""
+    mask = _check_mask(mask)
+    for name, x in (("values", values), ("old_values", old_values), ("returns", returns)):
+        _check_bt(name, x, mask)
+    if not clip_eps > 0:
+        raise ValueError(f"clip_eps must be > 0, got {clip_eps}")
+    clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
+    err, err_clipped = (values - returns) ** 2, (clipped - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(err, err_clipped), mask)
+    with torch.no_grad():
+        stats = {"vf_clipfrac": masked_mean((err_clipped > err).to(values.dtype), mask).item()}
+    return loss, stats
+
+
+@dataclass
+class FixedKLController:
+    """A constant KL coefficient ``beta``."""
+
+    beta: float
+
+    def __post_init__(self):
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"beta must be a finite number >= 0, got {self.beta}")
+
+    def update(self, kl: float, n_steps: int) -> float:
+        return self.beta
+
+
+@dataclass
+class AdaptiveKLController:
+    """Ziegler et al. (2019): steer the observed KL toward ``target`` by moving ``beta``.
+
+    ``beta <- beta (1 + clip(KL / target - 1, -0.2, 0.2) n_steps / horizon)``: a proportional controller
+    whose error is clipped so that one noisy batch cannot swing ``beta`` far.
+    """
+
+    beta: float
+    target: float
+    horizon: float
+
+    def __post_init__(self):
+        for name in ("beta", "target", "horizon"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+
+    def update(self, kl: float, n_steps: int) -> float:
+        if not math.isfinite(kl):
+            raise ValueError(f"observed KL must be finite, got {kl}")
+        error = min(max(kl / self.target - 1.0, -0.2), 0.2)
+        self.beta *= 1.0 + error * n_steps / self.horizon
+        return self.beta
