@@ -111,7 +111,7 @@ QUESTIONS = [
         cases=(
             Case("log r = 1 gives e - 2", ([-2.0], [-1.0])),
             Case("several samples", ([-0.3, -1.5, -2.2], [-0.9, -1.1, -2.2])),
-            Case("close policies: log r = 1e-6", ([0.0], [-1e-6]), rtol=1e-6, atol=0.0,
+            Case("close policies: log r = -1e-6", ([0.0], [-1e-6]), rtol=1e-6, atol=0.0,
                  hint="exp(x) - 1 - x loses its digits near x = 0; use expm1(x) - x."),
             Case("very close policies: log r = 1e-9", ([-1e-9], [0.0]), rtol=1e-4, atol=0.0,
                  hint="exp(x) - 1 - x loses its digits near x = 0; use expm1(x) - x."),

@@ -1,0 +1,188 @@
+"""Interactive explorers for live readers of the book, and the plain functions behind them.
+
+Each explorer is two layers: a plain function that computes everything the explorer shows (also used by
+the static figure that follows every explorer in the book, so both show the same thing), and a function
+that builds the ipywidgets around it. ipywidgets and matplotlib are imported only when a widget is built.
+
+The explorers draw into an ``ipywidgets.Image`` (a PNG redrawn on every change) rather than an
+``Output`` widget: the picture is part of the widget's state, so the executed notebook and the built
+page show it, and executing the notebook under nbclient does not wait on an ``Output`` widget.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import kl as _kl
+from .distributions import _count, _scalar, discretized_gaussian
+
+__all__ = ["penalty_explorer_state", "penalty_explorer", "EXPLORER_SAMPLE_SIZES"]
+
+EXPLORER_SAMPLE_SIZES = tuple(2**j for j in range(11))  # 1, 2, 4, ..., 1024
+
+
+def penalty_explorer_state(shift: float, width: float, n: int, reps: int = 2000, seed: int = 0,
+                           size: int = 12) -> dict:
+    """Everything the penalty explorer shows, for one setting of its sliders.
+
+    On the outcomes ``y = 0, ..., size - 1`` the reference is a discretized Gaussian
+    ``pi_ref = N(c, s^2)`` with ``c = (size - 1) / 2`` and ``s = size / 6``; the policy is the reference
+    shifted by ``shift`` and widened by the factor ``width``: ``pi = N(c + shift, (width s)^2)``
+    (``width < 1`` sharpens it). Returned, as a dict:
+
+    * ``grid``, ``pi``, ``pi_ref``: the outcomes and both distributions;
+    * ``per_outcome``: ``{"k1", "k2", "k3"}``, each estimator's value on every outcome (``k1`` is the
+      per-sample penalty ``log pi(y) - log pi_ref(y)``);
+    * ``kl``: the exact ``KL(pi || pi_ref)``;
+    * ``estimates``: for each estimator, ``reps`` independent estimates, each the mean of the estimator
+      over ``n`` samples ``y ~ pi`` (drawn as multinomial counts, which is the same in distribution);
+    * ``summary``: for each estimator, the mean and standard deviation of those estimates (``mean``,
+      ``std``), and their exact values by enumeration (``exact_mean = sum_y pi(y) k(y)``,
+      ``exact_std = sqrt(Var_pi(k) / n)``), which the ``reps`` repetitions can miss when ``k`` has rare,
+      huge values;
+    * the settings ``shift``, ``width``, ``n``, ``reps``.
+    """
+    shift = _scalar(shift, "shift")
+    width = _scalar(width, "width", positive=True)
+    n = _count(n, "n")
+    reps = _count(reps, "reps", minimum=2)
+    size = _count(size, "size", minimum=2)
+    grid = np.arange(size, dtype=np.float64)
+    centre, s = (size - 1) / 2, size / 6
+    pi_ref = discretized_gaussian(grid, centre, s)
+    pi = discretized_gaussian(grid, centre + shift, width * s)
+    logp, ref_logp = np.log(pi), np.log(pi_ref)
+    per_outcome = {"k1": _kl.k1(logp, ref_logp), "k2": _kl.k2(logp, ref_logp), "k3": _kl.k3(logp, ref_logp)}
+    counts = np.random.default_rng(seed).multinomial(n, pi, size=reps)  # (reps, size)
+    estimates = {k: counts @ v / n for k, v in per_outcome.items()}
+    summary = {}
+    for k, e in estimates.items():
+        v = per_outcome[k]
+        exact_mean = float(pi @ v)
+        summary[k] = {"mean": float(e.mean()), "std": float(e.std(ddof=1)), "exact_mean": exact_mean,
+                      "exact_std": float(np.sqrt(pi @ (v - exact_mean) ** 2 / n))}
+    return {
+        "grid": grid, "pi": pi, "pi_ref": pi_ref, "per_outcome": per_outcome,
+        "kl": float(_kl.kl_divergence(pi, pi_ref)), "estimates": estimates, "summary": summary,
+        "shift": shift, "width": width, "n": n, "reps": reps,
+    }
+
+
+def _png(state: dict) -> bytes:
+    import io
+
+    from matplotlib.figure import Figure
+
+    from .plotting import plot_penalty_explorer
+
+    fig = Figure(figsize=(9.6, 3.0))
+    plot_penalty_explorer(state, fig=fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def penalty_explorer(shift: float = 1.0, width: float = 1.0, n: int = 16, reps: int = 2000, seed: int = 0):
+    """Sliders for the policy's shift and width and the sample size ``n``, above the picture of
+    :func:`penalty_explorer_state`: both distributions, the estimators on every outcome, and the spread
+    of ``reps`` estimates of the KL from ``n`` samples each. Returns the widget (display it)."""
+    import ipywidgets as w
+
+    if n not in EXPLORER_SAMPLE_SIZES:
+        raise ValueError(f"n must be one of {EXPLORER_SAMPLE_SIZES}, got {n!r}")
+    style = {"description_width": "initial"}
+    shift_s = w.FloatSlider(value=shift, min=-4.0, max=4.0, step=0.25, description="shift of pi",
+                            continuous_update=False, style=style)
+    width_s = w.FloatLogSlider(value=width, base=2, min=-2, max=1, step=0.25, description="width of pi",
+                               continuous_update=False, style=style)
+    n_s = w.SelectionSlider(options=list(EXPLORER_SAMPLE_SIZES), value=n, description="samples n",
+                            continuous_update=False, style=style)
+    image = w.Image(format="png", layout=w.Layout(width="100%", max_width="960px"))
+
+    def redraw(_=None):
+        image.value = _png(penalty_explorer_state(shift_s.value, width_s.value, n_s.value, reps, seed))
+
+    for s in (shift_s, width_s, n_s):
+        s.observe(redraw, names="value")
+    redraw()
+    return w.VBox([w.HBox([shift_s, width_s, n_s]), image])
+
+
+# --------------------------------------------------------------------------------------------------
+# chapter 4: the optimal policy
+
+
+def optimal_policy_state(ref_probs, rewards, beta: float, rating=None, betas=None) -> dict:
+    """Everything the optimal-policy explorer shows, for one ``beta``.
+
+    ``pi* = pi_ref exp(r / beta) / Z`` (:func:`rlhf_course.objective.optimal_policy`) with, as a dict:
+    ``beta``, ``pi_ref``, ``pi``, ``rewards``, ``expected_reward`` (``E_pi*[r]``), ``kl``
+    (``KL(pi* || pi_ref)``), ``value`` (``beta log Z``), ``entropy``; with a second score ``rating`` on the
+    outputs (e.g. a careful reader's, which the reward only approximates) also ``expected_rating``; and
+    ``sweep``: the same numbers along ``betas`` (default: 200 values from 0.05 to 20, log-spaced).
+    """
+    from .objective import optimal_policy, optimal_value
+
+    ref = np.asarray(ref_probs, dtype=np.float64)
+    r = np.asarray(rewards, dtype=np.float64)
+    g = None if rating is None else np.asarray(rating, dtype=np.float64)
+    betas = np.geomspace(0.05, 20, 200) if betas is None else np.asarray(betas, dtype=np.float64)
+    pi = optimal_policy(ref, r, beta)
+    pis = np.stack([optimal_policy(ref, r, float(b)) for b in betas])
+    return {
+        "beta": float(beta), "pi_ref": ref, "pi": pi, "rewards": r, "rating": g,
+        "expected_reward": float(pi @ r), "expected_rating": None if g is None else float(pi @ g),
+        "kl": float(_kl.kl_divergence(pi, ref)), "value": float(optimal_value(ref, r, beta)),
+        "entropy": float(_kl.entropy(pi)),
+        "sweep": {"betas": betas, "policies": pis, "expected_reward": pis @ r,
+                  "expected_rating": None if g is None else pis @ g,
+                  "kl": _kl.kl_divergence(pis, ref)},
+    }
+
+
+def _optimal_policy_png(state: dict, labels) -> bytes:
+    import io
+
+    import matplotlib as mpl
+    from matplotlib.figure import Figure
+
+    from .plotting import STYLE, plot_optimal_policy_explorer
+
+    with mpl.rc_context(STYLE):
+        fig = Figure(figsize=(9.6, 3.4))
+        plot_optimal_policy_explorer(state, labels, fig=fig)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def optimal_policy_explorer(ref_probs, rewards, labels, beta: float = 1.0, rating=None,
+                            beta_min: float = 0.05, beta_max: float = 20.0):
+    """A slider for ``beta`` (log scale) above the picture of :func:`optimal_policy_state`: ``pi_ref`` and
+    ``pi*`` on every output, and ``E_pi*[r]``, ``E_pi*[rating]`` and ``KL(pi* || pi_ref)`` along the whole
+    range of ``beta`` with the current value marked. Returns the widget (display it)."""
+    import ipywidgets as w
+
+    if not (0 < beta_min < beta_max):
+        raise ValueError(f"need 0 < beta_min < beta_max, got {beta_min} and {beta_max}")
+    if not (beta_min <= beta <= beta_max):
+        raise ValueError(f"beta must lie in [{beta_min}, {beta_max}], got {beta}")
+    if len(labels) != len(ref_probs):
+        raise ValueError(f"one label per output: got {len(labels)} labels for {len(ref_probs)} outputs")
+    betas = np.geomspace(beta_min, beta_max, 200)
+    lo, hi = np.log10(beta_min), np.log10(beta_max)
+    slider = w.FloatLogSlider(value=beta, base=10, min=lo, max=hi, step=(hi - lo) / 100, description="beta",
+                              readout_format=".3g", continuous_update=False,
+                              layout=w.Layout(width="min(100%, 600px)"))
+    stats = w.HTML()
+    image = w.Image(format="png", layout=w.Layout(width="100%", max_width="960px"))
+
+    def redraw(_=None):
+        s = optimal_policy_state(ref_probs, rewards, slider.value, rating=rating, betas=betas)
+        image.value = _optimal_policy_png(s, labels)
+        extra = "" if s["expected_rating"] is None else f", E[rating] = {s['expected_rating']:.3f}"
+        stats.value = (f"E[r] = {s['expected_reward']:.3f}{extra}, KL(pi* || pi_ref) = {s['kl']:.3f}, "
+                       f"beta log Z = {s['value']:.3f}")
+
+    slider.observe(redraw, names="value")
+    redraw()
+    return w.VBox([slider, stats, image])
