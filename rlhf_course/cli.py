@@ -10,6 +10,8 @@ import sys
 COMMANDS = {
     "build-exercises": ("rlhf_course.notebooks", "sync Colab cells, strip outputs, generate exercises/ from solutions/"),
     "questions": ("rlhf_course.questions.listing", "list the graded questions of one or all exercises"),
+    "grade": ("rlhf_course.grading.cli", "grade submitted exercise notebooks, each in a confined process"),
+    "gradescope-bundle": ("rlhf_course.grading.gradescope", "write the autograder zip to upload to Gradescope"),
 }
 
 
