@@ -57,8 +57,12 @@ def kl_divergence(p, q, axis: int = -1):
         import torch
 
         p, q = torch.broadcast_tensors(p, q)
-        terms = torch.where(p > 0, p * (torch.log(p) - torch.log(q)), torch.zeros_like(p))
-        return terms.sum(dim=-1)
+        # Take logs only where p > 0: log(0) in the branch torch.where discards would still send NaN
+        # through the gradient.
+        pos = p > 0
+        log_p = torch.log(torch.where(pos, p, torch.ones_like(p)))
+        log_q = torch.log(torch.where(pos, q, torch.ones_like(q)))
+        return torch.where(pos, p * (log_p - log_q), torch.zeros_like(p)).sum(dim=-1)
     p, q = np.broadcast_arrays(p, q)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0)
@@ -72,7 +76,8 @@ def entropy(p):
     if is_torch(p):
         import torch
 
-        return -torch.where(p > 0, p * torch.log(p), torch.zeros_like(p)).sum(dim=-1)
+        pos = p > 0
+        return -torch.where(pos, p * torch.log(torch.where(pos, p, torch.ones_like(p))), torch.zeros_like(p)).sum(dim=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         return -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1)
 

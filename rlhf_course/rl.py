@@ -18,6 +18,7 @@ sampled it; ``V_t`` is the value estimate before token ``t``.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -131,7 +132,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     _check_bt("values", values, mask)
     if not (0 <= gamma <= 1 and 0 <= lam <= 1):
         raise ValueError(f"gamma and lam must lie in [0, 1], got gamma={gamma}, lam={lam}")
-    mask = mask.to(values.dtype)
+    dtype = torch.promote_types(rewards.dtype, values.dtype)  # e.g. float32 values with float64 rewards
+    rewards, values, mask = rewards.to(dtype), values.to(dtype), mask.to(dtype)
     values = values * mask
     next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1) * mask.roll(-1, 1)
     next_values[:, -1] = 0.0
@@ -220,6 +222,13 @@ class AdaptiveKLController:
     def update(self, kl: float, n_steps: int) -> float:
         if not math.isfinite(kl):
             raise ValueError(f"observed KL must be finite, got {kl}")
+        if isinstance(n_steps, bool) or not (isinstance(n_steps, numbers.Real) and math.isfinite(n_steps)
+                                             and n_steps >= 0):
+            raise ValueError(f"n_steps must be a finite number >= 0, got {n_steps!r}")
+        if 0.2 * n_steps / self.horizon >= 1:
+            # the factor 1 - 0.2 n / horizon would be <= 0: beta would change sign or vanish
+            raise ValueError(f"n_steps / horizon = {n_steps / self.horizon:g} is too large: it must be < 5 so "
+                             f"that beta stays positive")
         error = min(max(kl / self.target - 1.0, -0.2), 0.2)
         self.beta *= 1.0 + error * n_steps / self.horizon
         return self.beta

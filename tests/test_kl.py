@@ -515,3 +515,20 @@ def test_explorer_rejects_bad_settings(kwargs, exc, match):
         penalty_explorer_state(**kwargs)
     with pytest.raises(ValueError, match="one of"):
         penalty_explorer(n=3)
+
+
+def test_torch_gradients_are_finite_where_p_and_q_are_zero():
+    """Outcomes outside both supports contribute nothing, to the value and to the gradient."""
+    import torch
+
+    logits = torch.tensor([0.3, -0.2, 0.0], requires_grad=True)
+    mask = torch.tensor([1.0, 1.0, 0.0])
+    p = torch.softmax(logits, -1) * mask
+    p = p / p.sum()
+    q = torch.tensor([0.5, 0.5, 0.0])
+    d = kl.kl_divergence(p, q)
+    h = kl.entropy(p)
+    (d + h).backward()
+    assert torch.isfinite(logits.grad).all()
+    expected = float((p[:2] * (p[:2].log() - q[:2].log())).sum())
+    assert float(d) == pytest.approx(expected, rel=1e-6)
