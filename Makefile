@@ -23,10 +23,10 @@ $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W --keep-going
 
-# Debian's chromium, driven by playwright in tests/test_site.py (never `playwright install`,
-# which downloads a browser of its own).
+# Debian's chromium (/usr/bin/chromium, the path tests/test_site.py uses), driven by playwright
+# (never `playwright install`, which downloads a browser of its own).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@[ -x /usr/bin/chromium ] || { \
 	  echo "installing Debian's chromium for the site test"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }

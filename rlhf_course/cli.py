@@ -12,6 +12,9 @@ COMMANDS = {
     "questions": ("rlhf_course.questions.listing", "list the graded questions of one or all exercises"),
     "grade": ("rlhf_course.grading.cli", "grade submitted exercise notebooks, each in a confined process"),
     "gradescope-bundle": ("rlhf_course.grading.gradescope", "write the autograder zip to upload to Gradescope"),
+    "sft": ("rlhf_course.sft", "chapter 6, stage 1: train the reference model on the synthetic review language"),
+    "reward-model": ("rlhf_course.reward_model", "chapter 6, stage 2: train the proxy reward model on noisy preferences"),
+    "ppo": ("rlhf_course.ppo", "chapter 6: PPO with a KL penalty (runs the missing stages first)"),
 }
 
 

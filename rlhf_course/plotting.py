@@ -446,3 +446,479 @@ def plot_ascent_convergence(histories: dict, fig=None):
            title=r"gradient ascent on the logits closes the gap to $\beta \log Z$")
     ax.legend(fontsize=8)
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# chapter 5: from objective to algorithm
+
+
+def _ch5_figure(fig, figsize):
+    """A pyplot figure (inline in a notebook) unless a bare ``Figure`` is given (as the widgets do)."""
+    if fig is not None:
+        return fig
+    import matplotlib.pyplot as plt
+
+    return plt.figure(figsize=figsize)
+
+
+def simplex_xy(p):
+    """Barycentric coordinates on the 2-simplex: ``p`` ``(..., 3)`` to points ``(..., 2)`` in the triangle
+    with corners ``y0 = (0, 0)``, ``y1 = (1, 0)``, ``y2 = (1/2, sqrt(3)/2)``."""
+    import numpy as np
+
+    p = np.asarray(p, dtype=float)
+    if p.shape[-1] != 3:
+        raise ValueError(f"simplex_xy takes distributions over 3 outputs (last axis 3), got shape {p.shape}")
+    return np.stack([p[..., 1] + 0.5 * p[..., 2], (np.sqrt(3) / 2) * p[..., 2]], axis=-1)
+
+
+PATH_STYLES = {"plain": ("#e08e0b", "s"), "clip": ("#1f5fa8", "o"), "penalty": ("#2a9d57", "^"),
+               "reinforce": ("#7f7f7f", "."), "adaptive": ("#7b3fa0", "D")}
+
+
+def plot_simplex_paths(paths: dict, ref, optimum, optimum_curve, labels, step_kl: dict | None = None,
+                       fig=None):
+    """Left: policies over three outputs as points of the triangle (a corner = all mass on that output).
+    The curve of optima ``pi*_beta`` for ``beta`` from large (at ``pi_ref``) to small (towards the
+    best output), ``pi*`` of the run's ``beta`` (star), and each run's path, one marker per iteration.
+    Right (with ``step_kl``): ``KL(pi_old || pi_new)`` of every iteration, per run, on a log scale.
+    ``paths`` and ``step_kl`` map a name (a key of :data:`PATH_STYLES`, or any label) to arrays."""
+    import numpy as np
+
+    fig = _ch5_figure(fig, (9.6, 4.0) if step_kl else (5.2, 4.4))
+    if step_kl:
+        ax, ax_k = fig.subplots(1, 2, width_ratios=[1.15, 1])
+    else:
+        ax = fig.subplots()
+    corners = simplex_xy(np.eye(3))
+    ax.fill(*corners.T, color="#f4f4f4", zorder=0)
+    ax.plot(*np.vstack([corners, corners[:1]]).T, color="black", lw=0.8)
+    for c, lab, off in zip(corners, labels, [(-0.02, -0.06), (0.02, -0.06), (0.0, 0.03)]):
+        ax.text(c[0] + off[0], c[1] + off[1], lab, ha="center", fontsize=9)
+    ax.plot(*simplex_xy(optimum_curve).T, color=COLORS["optimal"], lw=1, alpha=0.6,
+            label=r"$\pi^*_\beta$ for every $\beta$")
+    ax.plot(*simplex_xy(ref), "o", color=COLORS["reference"], ms=8, label=r"$\pi_{\mathrm{ref}}$", zorder=5)
+    ax.plot(*simplex_xy(optimum), "*", color=COLORS["optimal"], ms=14, label=r"$\pi^*_\beta$, this $\beta$",
+            zorder=6)
+    for name, path in paths.items():
+        color, marker = PATH_STYLES.get(name, (None, "o"))
+        xy = simplex_xy(path)
+        ax.plot(*xy.T, marker=marker, ms=4, lw=1.2, color=color, label=name, alpha=0.9)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.legend(loc="upper right", fontsize=7.5, bbox_to_anchor=(1.08, 1.02))
+    ax.set_title("the policy's path on the simplex", fontsize=10)
+    if step_kl:
+        for name, v in step_kl.items():
+            color, marker = PATH_STYLES.get(name, (None, "o"))
+            v = np.maximum(np.asarray(v), 1e-8)
+            ax_k.semilogy(np.arange(1, len(v) + 1), v, marker=marker, ms=4, color=color, label=name)
+        ax_k.set(xlabel="iteration", ylabel=r"KL$(\pi_{\mathrm{old}}\,\|\,\pi_{\mathrm{new}})$",
+                 title="how far each update moved")
+        ax_k.legend(fontsize=8)
+    return fig
+
+
+def _draw_surrogate(ax, state: dict, legend: bool = True) -> None:
+    """The per-token objectives of :func:`rlhf_course.widgets.surrogate_state` against the ratio."""
+    rho = state["ratio"]
+    eps, a, kappa = state["clip_eps"], state["advantage"], state["trust_coef"]
+    ax.axvspan(1 - eps, 1 + eps, color=COLORS["policy"], alpha=0.08, lw=0)
+    ax.plot(rho, state["plain"], color=COLORS["proxy"], lw=1.2, ls="--", label=r"plain $\rho A$")
+    ax.plot(rho, state["clipped"], color=COLORS["policy"], lw=2.2, label=r"clipped (PPO)")
+    ax.plot(rho, state["penalty"], color=COLORS["reward"], lw=1.8,
+            label=rf"penalty $\rho A - \kappa(\rho - 1 - \log\rho)$")
+    if state["penalty_best"] is not None:
+        ax.plot([state["penalty_best"]], [state["penalty_best_value"]], "o", color=COLORS["reward"], ms=5)
+    ax.axvline(1.0, color="black", lw=0.6)
+    lo = min(state["clipped"].min(), state["penalty"].min(), state["plain"].min())
+    hi = max(state["clipped"].max(), state["plain"].max())
+    ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+    ax.set(xlabel=r"ratio $\rho = \pi_\theta(y_t\mid s_t)/\pi_{\mathrm{old}}(y_t\mid s_t)$",
+           ylabel="per-token objective (maximized)",
+           title=rf"$A$ = {a:+.2g}, $\epsilon$ = {eps:.2g}, $\kappa$ = {kappa:.2g}")
+    if legend:
+        ax.legend(fontsize=7.5, loc="upper left" if a >= 0 else "upper right")
+
+
+def plot_surrogate(state: dict, fig=None):
+    """What :func:`rlhf_course.widgets.surrogate_explorer` shows: for one token with advantage ``A``, the
+    plain surrogate ``rho A``, PPO's clipped one and the penalized one, against the ratio ``rho``. The
+    shaded band is ``[1 - eps, 1 + eps]``; the dot is the penalized objective's best ratio."""
+    fig = _ch5_figure(fig, (6.4, 3.4))
+    _draw_surrogate(fig.subplots(), state)
+    return fig
+
+
+def plot_surrogate_grid(states: list, fig=None):
+    """Several settings of the surrogate explorer side by side (the static stand-in for it)."""
+    fig = _ch5_figure(fig, (4.8 * len(states), 3.4))
+    axes = fig.subplots(1, len(states), squeeze=False)[0]
+    for i, (ax, s) in enumerate(zip(axes, states)):
+        _draw_surrogate(ax, s, legend=True)
+        if i:
+            ax.set_ylabel("")
+    return fig
+
+
+def plot_curves(panels: list, fig=None, width: float = 4.8, height: float = 3.3):
+    """Side-by-side panels of curves against the iteration. Each panel is a dict: ``title``, ``ylabel``,
+    ``curves`` (label -> array, or label -> (x, y)), optional ``logy``, ``hlines`` (label -> value, drawn
+    dashed), ``styles`` (label -> dict of matplotlib keywords) and ``xlabel``."""
+    import numpy as np
+
+    fig = _ch5_figure(fig, (width * len(panels), height))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        styles = panel.get("styles", {})
+        for label, c in panel["curves"].items():
+            x, y = c if isinstance(c, tuple) else (np.arange(len(c)), c)
+            y = np.asarray(y, dtype=float)
+            if panel.get("logy"):
+                y = np.maximum(y, panel.get("floor", 1e-6))
+            ax.plot(x, y, label=label, lw=1.5, **styles.get(label, {}))
+        for label, v in panel.get("hlines", {}).items():
+            ax.axhline(v, color="black", ls="--", lw=0.9, label=label)
+        if panel.get("logy"):
+            ax.set_yscale("log")
+        ax.set(xlabel=panel.get("xlabel", "iteration"), ylabel=panel.get("ylabel", ""), title=panel.get("title", ""))
+        ax.legend(fontsize=7.5)
+    return fig
+
+
+def plot_frontier(front: dict, runs: dict, gaps: dict | None = None, xmax: float | None = None, fig=None):
+    """Left: the exact reward-KL frontier (``front`` from :func:`rlhf_course.toy.frontier`: the KL and reward
+    of ``pi*_beta`` along ``beta``) and trained runs' paths in the same plane (``runs`` maps ``"method @beta"``
+    to ``(kl, reward)`` arrays along training; one colour per method), each ending in a dot; the optima of
+    the runs' ``beta`` are stars (``front["marks"]``: ``beta -> (kl, reward)``, optional). Right (with
+    ``gaps``, label -> array): how far below the frontier each run is, iteration by iteration, log scale."""
+    import numpy as np
+
+    fig = _ch5_figure(fig, (10.0, 4.0) if gaps else (7.2, 4.2))
+    if gaps:
+        ax, ax_g = fig.subplots(1, 2, width_ratios=[1.2, 1])
+    else:
+        ax = fig.subplots()
+    kl_f, r_f = np.asarray(front["kl"]), np.asarray(front["reward"])
+    xmax = float(np.max(kl_f)) if xmax is None else float(xmax)
+    keep = kl_f <= xmax * 1.05
+    ax.plot(kl_f[keep], r_f[keep], color=COLORS["optimal"], lw=2.2, label=r"frontier: $\pi^*_\beta$ for every $\beta$",
+            zorder=3)
+    ax.fill_between(kl_f[keep], r_f[keep], np.min(r_f) - 1, color=COLORS["optimal"], alpha=0.05, lw=0)
+    for beta, (k, r) in front.get("marks", {}).items():
+        ax.plot([k], [r], "*", color=COLORS["optimal"], ms=12, zorder=4)
+        ax.annotate(rf"$\beta$={beta:g}", (k, r), textcoords="offset points", xytext=(6, -12), fontsize=8)
+    colors: dict = {}
+    for label, (kl, reward) in runs.items():
+        group = label.split(" @")[0]
+        new = group not in colors
+        color = colors.setdefault(group, f"C{len(colors)}")
+        ax.plot(kl, reward, lw=1, color=color, alpha=0.8, label=group if new else None)
+        ax.plot([kl[-1]], [reward[-1]], "o", ms=3.5, color=color)
+    lo = min(float(np.min(r)) for _, r in runs.values()) if runs else float(np.min(r_f))
+    ax.set(xlabel=r"KL$(\pi\,\|\,\pi_{\mathrm{ref}})$ (mean over prompts)", ylabel=r"$\mathrm{E}_\pi[r]$",
+           title="every policy lies on or below the frontier", xlim=(0, xmax),
+           ylim=(lo - 0.02, float(np.max(r_f[keep])) + 0.02))
+    ax.legend(fontsize=7, loc="lower right")
+    if gaps:
+        for i, (label, g) in enumerate(gaps.items()):
+            g = np.asarray(g, dtype=float)
+            ax_g.semilogy(np.arange(len(g)), np.maximum(g, 1e-12), lw=1.2, color=colors.get(label, f"C{i}"),
+                          label=label)
+        ax_g.set(xlabel="iteration", ylabel=r"$F(\mathrm{KL}_t) - \mathrm{E}_{\pi_t}[r]$",
+                 title="distance below the frontier")
+        ax_g.legend(fontsize=6.5)
+    return fig
+
+
+def plot_response_bars(labels, dists: dict, title: str = "", fig=None):
+    """Distributions over enumerated responses as grouped bars (``dists`` maps a label to an array), the
+    reference grey, the optimum red, anything else in the policy's blue."""
+    import numpy as np
+
+    fig = _ch5_figure(fig, (9.6, 3.0))
+    ax = fig.subplots()
+    x = np.arange(len(labels))
+    width = 0.8 / len(dists)
+    roles = {0: COLORS["reference"], 1: COLORS["optimal"], 2: COLORS["policy"]}
+    for i, (name, p) in enumerate(dists.items()):
+        ax.bar(x - 0.4 + width * (i + 0.5), p, width, label=name, color=roles.get(i))
+    ax.set_xticks(x, labels, fontsize=8, rotation=90, family="monospace")
+    ax.set(ylabel="probability", title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_grouped_bars(groups: dict, ylabel: str = "", title: str = "", logy: bool = False, fig=None):
+    """Bars for several named values in each of several groups: ``groups`` maps a group label (one cluster
+    of bars, e.g. a policy) to a dict ``{bar label: value}``; every group has the same bar labels."""
+    import numpy as np
+
+    fig = _ch5_figure(fig, (9.6, 3.4))
+    ax = fig.subplots()
+    names = list(next(iter(groups.values())))
+    x = np.arange(len(groups))
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        vals = [max(float(g[name]), 1e-17) if logy else float(g[name]) for g in groups.values()]
+        ax.bar(x - 0.4 + width * (i + 0.5), vals, width, label=name, color=f"C{i}")
+    ax.set_xticks(x, list(groups))
+    if logy:
+        ax.set_yscale("log")
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# chapter 8: direct preference optimization
+
+
+def _ch8_figure(fig, figsize):
+    """A pyplot figure (inline in a notebook) unless a bare ``Figure`` is given (as the widgets do)."""
+    if fig is not None:
+        return fig
+    import matplotlib.pyplot as plt
+
+    return plt.figure(figsize=figsize)
+
+
+def _draw_simplex_field(ax, state: dict, values, labels, title: str, levels, legend: bool = True):
+    """``log10`` of a non-negative field over the simplex's grid, with ``pi_ref`` and ``pi*_beta`` marked."""
+    import numpy as np
+    from matplotlib.tri import Triangulation
+
+    xy = simplex_xy(state["grid"])
+    z = np.clip(np.log10(np.maximum(np.asarray(values, dtype=float), 1e-12)), levels[0], levels[-1])
+    cs = ax.tricontourf(Triangulation(xy[:, 0], xy[:, 1]), z, levels=levels, cmap="viridis_r")
+    corners = simplex_xy(np.eye(3))
+    ax.plot(*np.vstack([corners, corners[:1]]).T, color="black", lw=0.8)
+    for c, lab, off, ha in zip(corners, labels, [(-0.03, -0.08), (0.03, -0.08), (0.05, -0.02)],
+                               ["center", "center", "left"]):
+        ax.text(c[0] + off[0], c[1] + off[1], lab, ha=ha, fontsize=9)
+    ax.plot(*simplex_xy(state["pi_ref"]), "o", color="white", mec="black", ms=8, label=r"$\pi_{\mathrm{ref}}$")
+    ax.plot(*simplex_xy(state["pi_star"]), "*", color=COLORS["optimal"], mec="white", ms=15,
+            label=r"$\pi^*_\beta$ (closed form)")
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=10)
+    if legend:
+        ax.legend(loc="upper left", fontsize=8, bbox_to_anchor=(-0.05, 1.0))
+    return cs
+
+
+def plot_dpo_landscape(state: dict, labels, fig=None, titles: bool = True):
+    """What :func:`rlhf_course.widgets.dpo_landscape_explorer` shows for one ``beta`` (a
+    :func:`rlhf_course.widgets.dpo_landscape_state`): over every policy on three outputs, the population DPO
+    loss above its minimum (left) and the RLHF objective below its maximum (right), both on a log scale.
+    Both vanish at ``pi*_beta`` and nowhere else."""
+    import numpy as np
+
+    fig = _ch8_figure(fig, (9.6, 3.9))
+    ax_d, ax_j = fig.subplots(1, 2)
+    b = state["beta"]
+    top = np.log10(max(float(np.max(state["dpo_excess"])), float(np.max(state["objective_gap"])), 1e-3))
+    levels = np.arange(-4.0, np.ceil(top * 4) / 4 + 0.25, 0.25)
+    cs = _draw_simplex_field(ax_d, state, state["dpo_excess"], labels,
+                             rf"DPO loss: $L(\pi) - L(\pi^*_\beta)$, $\beta$ = {b:.3g}" if titles else "", levels)
+    _draw_simplex_field(ax_j, state, state["objective_gap"], labels,
+                        rf"RLHF objective: $\beta \log Z - J(\pi)$, $\beta$ = {b:.3g}" if titles else "", levels,
+                        legend=False)
+    cb = fig.colorbar(cs, ax=[ax_d, ax_j], shrink=0.8, pad=0.02, ticks=np.arange(-4, levels[-1] + 0.01, 1.0))
+    cb.set_label(r"$\log_{10}$ of the gap")
+    return fig
+
+
+def plot_dpo_landscape_grid(states: list, labels, fig=None):
+    """The DPO-landscape picture for several ``beta``, one row each: the static stand-in for the explorer."""
+    fig = _ch8_figure(fig, (9.6, 3.4 * len(states)))
+    rows = fig.subfigures(len(states), 1)
+    for row, state in zip(rows if len(states) > 1 else [rows], states):
+        plot_dpo_landscape(state, labels, fig=row)
+    return fig
+
+
+def plot_data_convergence(ns, curves: dict, fig=None, guide: bool = True):
+    """Total-variation distance to ``pi*_beta`` of DPO trained on ``n`` comparisons per prompt, on log-log
+    axes, one line per setting (``curves`` maps a label to an array over ``ns``), with a ``1/sqrt(n)`` guide."""
+    import numpy as np
+
+    fig = _ch8_figure(fig, (6.4, 3.6))
+    ax = fig.subplots()
+    ns = np.asarray(ns, dtype=float)
+    styles = ["o-", "s--", "^-", "D--", "v-"]
+    for (label, tv), st in zip(curves.items(), styles):
+        ax.loglog(ns, tv, st, ms=5, lw=1.5, label=label)
+    if guide:
+        first = np.asarray(list(curves.values())[0], dtype=float)
+        c = first[-1] * np.sqrt(ns[-1])
+        ax.loglog(ns, c / np.sqrt(ns), ":", color="black", lw=1, label=r"$\propto 1/\sqrt{n}$")
+    ax.set(xlabel="comparisons per prompt n", ylabel=r"max over prompts of TV$(\pi, \pi^*_\beta)$",
+           title=r"DPO on finite data approaches $\pi^*_\beta$")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_implicit_reward_recovery(rewards, implicit, ref_probs, labels=None, fig=None, title: str = ""):
+    """The implicit reward ``beta log(pi/pi_ref)`` of a trained policy against the true reward, one point per
+    output, its area proportional to ``pi_ref`` (how often the data saw it), with the line of slope one
+    through the ``pi_ref``-weighted means (a reward recovered up to a constant lies on it)."""
+    import numpy as np
+
+    r, h, w = (np.asarray(a, dtype=float).ravel() for a in (rewards, implicit, ref_probs))
+    fig = _ch8_figure(fig, (5.2, 4.0))
+    ax = fig.subplots()
+    c = np.sum(w * (h - r)) / np.sum(w)
+    lo, hi = min(r.min(), (h - c).min()), max(r.max(), (h - c).max())
+    ax.plot([lo, hi], [lo + c, hi + c], color="black", lw=1, ls="--", label="r + constant")
+    ax.scatter(r, h, s=20 + 600 * w / w.max(), color=COLORS["policy"], alpha=0.6, edgecolor="white",
+               label=r"outputs (area $\propto \pi_{\mathrm{ref}}$)")
+    if labels is not None:
+        for x, y, lab, wi in zip(r, h, labels, w):
+            if wi >= np.sort(w)[-min(3, len(w))]:
+                ax.annotate(lab, (x, y), textcoords="offset points", xytext=(5, -10), fontsize=7)
+    ax.set(xlabel="true reward r(x, y)", ylabel=r"implicit reward $\beta \log(\pi/\pi_{\mathrm{ref}})$",
+           title=title or "the implicit reward recovers r up to a constant")
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def _running_mean(v, window: int):
+    """Mean of the last ``window`` values at each point (fewer at the start): no lag at the first point."""
+    import numpy as np
+
+    v = np.asarray(v, dtype=float)
+    c = np.concatenate([[0.0], np.cumsum(v)])
+    i = np.arange(1, len(v) + 1)
+    lo = np.maximum(0, i - window)
+    return (c[i] - c[lo]) / (i - lo)
+
+
+_DPO_BLUES = ["#6baed6", "#2171b5", "#08306b", "#9ecae1"]
+
+
+def plot_dpo_vs_ppo(ppo_path: dict, dpo_paths: dict, finals: dict, reference: dict | None = None, fig=None,
+                    window: int = 5):
+    """Left: gold reward against KL to the reference; the final policies with one standard error, the DPO runs'
+    evaluations along training (small markers), PPO's per-iteration batch estimates as a running mean over
+    ``window`` iterations. Right: the KL along training, against the fraction of training done.
+
+    ``ppo_path``: ``{"kl", "gold"}`` per PPO iteration; ``dpo_paths``: label -> ``{"kl", "gold", "progress"}``
+    (``progress`` in [0, 1]); ``finals``: label -> ``{"kl", "gold", "kl_se", "gold_se"}``, the PPO one first,
+    then the DPO ones in the order of ``dpo_paths``; ``reference``: the reference model's evaluation."""
+    import numpy as np
+
+    fig = _ch8_figure(fig, (9.6, 3.9))
+    ax, ax_k = fig.subplots(1, 2, width_ratios=[1.25, 1])
+    kl_s, gold_s = _running_mean(ppo_path["kl"], window), _running_mean(ppo_path["gold"], window)
+    ax.plot(kl_s, gold_s, "-", color=COLORS["proxy"], lw=1.2, alpha=0.6)
+    progress = np.linspace(0, 1, len(kl_s) + 1)[1:]
+    ax_k.plot(progress, kl_s, "-", color=COLORS["proxy"], lw=1.6, label=f"PPO (running mean of {window})")
+    colors = dict(zip(dpo_paths, _DPO_BLUES))
+    for label, path in dpo_paths.items():
+        ax.plot(path["kl"], path["gold"], "o-", ms=3, lw=0.8, alpha=0.6, color=colors[label])
+        ax_k.plot(path["progress"], path["kl"], "o-", ms=3.5, lw=1.4, color=colors[label], label=label)
+    for label, e in finals.items():
+        is_ppo = label.lower().startswith("ppo")
+        color = COLORS["proxy"] if is_ppo else next((c for k, c in colors.items() if label.startswith(k)),
+                                                    COLORS["policy"])
+        ax.errorbar(e["kl"], e["gold"], xerr=e.get("kl_se"), yerr=e.get("gold_se"), fmt="*" if is_ppo else "D",
+                    ms=14 if is_ppo else 8, mec="black", color=color, ecolor="black", capsize=2, label=label,
+                    zorder=5)
+    if reference is not None:
+        ax.axhline(reference["gold"], color=COLORS["reference"], ls=":", lw=1.2, label="reference model")
+    ax.set(xlabel=r"KL$(\pi\,\|\,\pi_{\mathrm{ref}})$ (nats per response)", ylabel="gold reward",
+           title="gold reward against KL")
+    ax.legend(fontsize=7.5, loc="best")
+    ax_k.set(xlabel="fraction of training done", ylabel="KL (nats per response)", title="the KL along training")
+    ax_k.legend(fontsize=7.5)
+    return fig
+
+
+def plot_dpo_training(logs: dict, fig=None, window: int = 10):
+    """Along DPO training on the language model, one line per run (``logs`` maps a label to the run's per-step
+    log): the loss (from ``log 2``), and the mean sequence log-ratios ``log pi/pi_ref`` of the batch's chosen
+    (solid) and rejected (dashed) responses, each a running mean over the last ``window`` steps."""
+    import numpy as np
+
+    fig = _ch8_figure(fig, (9.6, 3.3))
+    ax_l, ax_r = fig.subplots(1, 2)
+
+    for (label, log), color in zip(logs.items(), _DPO_BLUES):
+        s = np.asarray([r["step"] for r in log])
+        ax_l.plot(s, _running_mean([r["loss"] for r in log], window), color=color, label=label)
+        ax_r.plot(s, _running_mean([r["chosen_logratio"] for r in log], window), color=color,
+                  label=f"{label}: chosen")
+        ax_r.plot(s, _running_mean([r["rejected_logratio"] for r in log], window), "--", color=color,
+                  label=f"{label}: rejected")
+    ax_l.axhline(np.log(2), color="black", lw=0.8, ls=":", label="log 2")
+    ax_l.set(xlabel="step", ylabel=f"DPO loss (batch, mean of the last {window})", title="the loss starts at log 2")
+    ax_l.legend(fontsize=7.5)
+    ax_r.axhline(0, color="black", lw=0.8)
+    ax_r.set(xlabel="step", ylabel=r"$\log \pi(y|x) - \log \pi_{\mathrm{ref}}(y|x)$",
+             title="chosen and rejected responses' log-ratios")
+    ax_r.legend(fontsize=6.5, ncols=2)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# chapter 6: PPO on the tiny language model
+
+BETA_COLORS = ["#b2182b", "#ef8a62", "#67a9cf", "#2166ac", "#053061"]  # small beta warm, large beta cool
+
+
+def _ch6_figure(fig, figsize):
+    if fig is not None:
+        return fig
+    import matplotlib.pyplot as plt
+
+    return plt.figure(figsize=figsize)
+
+
+def plot_proxy_vs_gold(clouds: dict, fig=None):
+    """Proxy (reward-model) score against gold reward, one scatter per set of responses (``clouds`` maps a
+    label to ``(proxy, gold)`` arrays), each with its correlation in the legend."""
+    import numpy as np
+
+    fig = _ch6_figure(fig, (6.0, 3.8))
+    ax = fig.subplots()
+    colors = [COLORS["reference"], COLORS["optimal"], COLORS["policy"], COLORS["proxy"]]
+    for (label, (proxy, gold)), color in zip(clouds.items(), colors):
+        proxy, gold = np.asarray(proxy, float), np.asarray(gold, float)
+        r = np.corrcoef(proxy, gold)[0, 1] if proxy.std() > 0 and gold.std() > 0 else float("nan")
+        ax.scatter(gold, proxy, s=9, alpha=0.45, color=color, label=f"{label} (correlation {r:.2f})", lw=0)
+    ax.set(xlabel="gold reward (the world)", ylabel="proxy reward (the reward model)")
+    ax.legend(fontsize=8, markerscale=2)
+    return fig
+
+
+def plot_overoptimization(runs: dict, fit: dict | None = None, fig=None):
+    """Reward against ``d = sqrt(KL)`` along training, one colour per run (``runs`` maps a label to ``(kl,
+    proxy_gain, gold_gain)`` arrays, rewards measured from the reference's). Left: the gold reward, with the
+    fitted ``d (a - b log d)`` of Gao et al. (2022) dashed (``fit`` from :func:`rlhf_course.ppo.gao_rl_fit`);
+    right: the proxy reward. A dot marks each run's last iteration."""
+    import numpy as np
+
+    fig = _ch6_figure(fig, (10.0, 3.8))
+    ax_g, ax_p = fig.subplots(1, 2, sharex=True)
+    dmax = 0.0
+    for (label, (kl, proxy, gold)), color in zip(runs.items(), BETA_COLORS):
+        d = np.sqrt(np.clip(np.asarray(kl, float), 0, None))
+        dmax = max(dmax, float(d.max()))
+        for ax, y in ((ax_g, gold), (ax_p, proxy)):
+            ax.plot(d, y, color=color, lw=1.0, alpha=0.8, label=label)
+            ax.plot(d[-1], np.asarray(y)[-1], "o", color=color, ms=5)
+    if fit is not None:
+        from .ppo import gao_rl_curve
+
+        dd = np.linspace(0, dmax, 200)
+        ax_g.plot(dd, gao_rl_curve(dd, fit["a"], fit["b"]), "k--", lw=1.3,
+                  label=rf"fit $d\,({fit['a']:.2f} - {fit['b']:.2f} \log d)$")
+    for ax, what in ((ax_g, "gold"), (ax_p, "proxy")):
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set(xlabel=r"$d = \sqrt{\mathrm{KL}(\pi \,\|\, \pi_{\mathrm{ref}})}$",
+               ylabel=f"{what} reward minus the reference's")
+        ax.legend(fontsize=7.5)
+    ax_g.set_title("gold reward: rises, then falls")
+    ax_p.set_title("proxy reward: keeps rising")
+    return fig

@@ -186,3 +186,190 @@ def optimal_policy_explorer(ref_probs, rewards, labels, beta: float = 1.0, ratin
     slider.observe(redraw, names="value")
     redraw()
     return w.VBox([slider, stats, image])
+
+
+# --------------------------------------------------------------------------------------------------
+# chapter 5: the clipped surrogate and the penalty, for one token
+
+
+def surrogate_state(advantage: float, clip_eps: float = 0.2, trust_coef: float = 2.0, ratios=None) -> dict:
+    """Everything the surrogate explorer shows: for one token with advantage ``A``, as functions of the
+    ratio ``rho = pi_theta / pi_old`` (default grid 0.3 to 2.2):
+
+    * ``plain``: ``rho A``, the surrogate whose gradient at ``rho = 1`` is the policy gradient;
+    * ``clipped``: ``min(rho A, clip(rho, 1 - eps, 1 + eps) A)``, minus :func:`rlhf_course.rl.clipped_policy_loss`
+      evaluated at each ratio (the same function the trainers use);
+    * ``penalty``: ``rho A - kappa (rho - 1 - log rho)``, the trust-region objective with ``D`` the k3 term of
+      ``KL(pi_old || pi_theta)`` for this token; its maximum is at ``penalty_best = kappa / (kappa - A)``
+      when ``A < kappa`` (``None`` otherwise: the penalty cannot hold it).
+    """
+    import torch
+
+    from .rl import clipped_policy_loss
+
+    for name, v in (("advantage", advantage), ("clip_eps", clip_eps), ("trust_coef", trust_coef)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not np.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+    if not 0 < clip_eps < 1:
+        raise ValueError(f"clip_eps must lie in (0, 1), got {clip_eps}")
+    if trust_coef <= 0:
+        raise ValueError(f"trust_coef must be > 0, got {trust_coef}")
+    rho = np.linspace(0.3, 2.2, 381) if ratios is None else np.asarray(ratios, dtype=np.float64)
+    if rho.ndim != 1 or (rho <= 0).any():
+        raise ValueError("ratios must be a 1-d array of positive numbers")
+    a = float(advantage)
+    one = torch.ones(1, 1, dtype=torch.float64)
+    clipped = np.array([-float(clipped_policy_loss(torch.full((1, 1), float(np.log(r)), dtype=torch.float64),
+                                                   torch.zeros(1, 1, dtype=torch.float64), a * one, one,
+                                                   clip_eps)[0]) for r in rho])
+    penalty = rho * a - trust_coef * (rho - 1 - np.log(rho))
+    best = trust_coef / (trust_coef - a) if a < trust_coef else None
+    return {
+        "ratio": rho, "advantage": a, "clip_eps": float(clip_eps), "trust_coef": float(trust_coef),
+        "plain": rho * a, "clipped": clipped, "penalty": penalty, "penalty_best": best,
+        "penalty_best_value": None if best is None else best * a - trust_coef * (best - 1 - np.log(best)),
+    }
+
+
+def _surrogate_png(state: dict) -> bytes:
+    import io
+
+    import matplotlib as mpl
+    from matplotlib.figure import Figure
+
+    from .plotting import STYLE, plot_surrogate
+
+    with mpl.rc_context(STYLE):
+        fig = Figure(figsize=(6.4, 3.4))
+        plot_surrogate(state, fig=fig)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def surrogate_explorer(advantage: float = 1.0, clip_eps: float = 0.2, trust_coef: float = 2.0):
+    """Sliders for the advantage ``A``, the clip range ``eps`` and the penalty coefficient ``kappa`` above the
+    picture of :func:`surrogate_state`. Returns the widget (display it)."""
+    import ipywidgets as w
+
+    style = {"description_width": "initial"}
+    a_s = w.FloatSlider(value=advantage, min=-2.0, max=2.0, step=0.1, description="advantage A",
+                        continuous_update=False, style=style)
+    e_s = w.FloatSlider(value=clip_eps, min=0.05, max=0.5, step=0.05, description="clip eps",
+                        continuous_update=False, style=style)
+    k_s = w.FloatLogSlider(value=trust_coef, base=10, min=-0.5, max=1.3, step=0.05, description="penalty kappa",
+                           continuous_update=False, style=style)
+    stats = w.HTML()
+    image = w.Image(format="png", layout=w.Layout(width="100%", max_width="720px"))
+
+    def redraw(_=None):
+        s = surrogate_state(a_s.value, e_s.value, k_s.value)
+        image.value = _surrogate_png(s)
+        best = "none: A >= kappa" if s["penalty_best"] is None else f"{s['penalty_best']:.3f}"
+        if s["advantage"] > 0:
+            flat = f"flat for ratio > {1 + s['clip_eps']:.2f}"
+        elif s["advantage"] < 0:
+            flat = f"flat for ratio < {1 - s['clip_eps']:.2f}"
+        else:
+            flat = "zero everywhere (A = 0)"
+        stats.value = f"clipped objective: {flat}; penalized objective: best ratio {best}"
+
+    for s in (a_s, e_s, k_s):
+        s.observe(redraw, names="value")
+    redraw()
+    return w.VBox([w.HBox([a_s, e_s, k_s]), stats, image])
+
+
+# --------------------------------------------------------------------------------------------------
+# chapter 8: direct preference optimization
+
+
+def _simplex_grid(resolution: int) -> np.ndarray:
+    """Interior points of the 2-simplex on a triangular lattice: ``(G, 3)``, every entry at least
+    ``1 / (3 resolution)``."""
+    pts = [(i, j, resolution - i - j) for i in range(resolution + 1) for j in range(resolution + 1 - i)]
+    p = (np.asarray(pts, dtype=np.float64) + 1.0 / 3.0) / (resolution + 1.0)
+    return p
+
+
+def dpo_landscape_state(ref_probs, rewards, beta: float, resolution: int = 40) -> dict:
+    """Everything the DPO-landscape explorer shows, for one ``beta``, on a problem with three outputs.
+
+    On a triangular grid of policies ``pi`` over the three outputs: the population DPO loss
+    (:func:`rlhf_course.dpo.exact_dpo_loss`: pairs from ``pi_ref x pi_ref``, labelled by Bradley-Terry on
+    ``rewards``) in excess of its minimum, ``dpo_excess = L(pi) - L(pi*_beta)``, and the RLHF objective's gap
+    ``objective_gap = beta log Z - J(pi)`` (:mod:`rlhf_course.objective`). Both are >= 0 and vanish at
+    ``pi*_beta`` only. Also ``pi_ref``, ``pi_star``, ``grid`` ``(G, 3)``, ``grid_best`` (the grid's
+    lowest-loss policy), and ``implicit``: ``beta log(pi*/pi_ref)``, which is ``rewards - beta log Z``.
+    """
+    import torch
+
+    from .dpo import exact_dpo_loss
+    from .objective import implicit_reward, log_partition, optimal_policy, optimal_value, rlhf_objective
+
+    ref = np.asarray(ref_probs, dtype=np.float64)
+    r = np.asarray(rewards, dtype=np.float64)
+    if ref.shape != (3,) or r.shape != (3,):
+        raise ValueError(f"the landscape is drawn for three outputs: ref_probs and rewards of shape (3,), got "
+                         f"{ref.shape} and {r.shape}")
+    if not (isinstance(resolution, int) and 4 <= resolution <= 200):
+        raise ValueError(f"resolution must be an integer in [4, 200], got {resolution!r}")
+    pi_star = optimal_policy(ref, r, beta)
+    grid = _simplex_grid(resolution)
+    ref_t, r_t = torch.as_tensor(ref), torch.as_tensor(r)
+
+    def loss(p):  # one policy per row: the population loss of each, in one batched call
+        return exact_dpo_loss(torch.log(torch.as_tensor(p)), ref_t, r_t, beta).numpy()
+
+    best = float(loss(pi_star))
+    dpo = loss(grid) - best
+    gap = float(optimal_value(ref, r, beta)) - rlhf_objective(grid, ref, r, beta)
+    return {"beta": float(beta), "pi_ref": ref, "rewards": r, "pi_star": pi_star, "grid": grid,
+            "dpo_excess": dpo, "objective_gap": np.asarray(gap), "grid_best": grid[int(np.argmin(dpo))],
+            "loss_at_ref": float(loss(ref)), "loss_at_star": best,
+            "implicit": implicit_reward(pi_star, ref, beta), "beta_log_z": float(beta * log_partition(ref, r, beta))}
+
+
+def _dpo_landscape_png(state: dict, labels) -> bytes:
+    import io
+
+    import matplotlib as mpl
+    from matplotlib.figure import Figure
+
+    from .plotting import STYLE, plot_dpo_landscape
+
+    with mpl.rc_context(STYLE):
+        fig = Figure(figsize=(9.6, 3.9))
+        plot_dpo_landscape(state, labels, fig=fig)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def dpo_landscape_explorer(ref_probs, rewards, labels, beta: float = 1.0, beta_min: float = 0.1,
+                           beta_max: float = 10.0, resolution: int = 40):
+    """A slider for ``beta`` (log scale) above the picture of :func:`dpo_landscape_state`: the DPO loss and
+    the RLHF objective over every policy on three outputs, and where each is optimal. Returns the widget."""
+    import ipywidgets as w
+
+    if not (0 < beta_min <= beta <= beta_max):
+        raise ValueError(f"need 0 < beta_min <= beta <= beta_max, got {beta_min}, {beta}, {beta_max}")
+    if len(labels) != 3:
+        raise ValueError(f"three labels, one per output, got {len(labels)}")
+    lo, hi = np.log10(beta_min), np.log10(beta_max)
+    slider = w.FloatLogSlider(value=beta, base=10, min=lo, max=hi, step=(hi - lo) / 40, description="beta",
+                              readout_format=".3g", continuous_update=False,
+                              layout=w.Layout(width="min(100%, 600px)"))
+    stats = w.HTML()
+    image = w.Image(format="png", layout=w.Layout(width="100%", max_width="960px"))
+
+    def redraw(_=None):
+        s = dpo_landscape_state(ref_probs, rewards, slider.value, resolution)
+        image.value = _dpo_landscape_png(s, labels)
+        stats.value = (f"pi*_beta = [{', '.join(f'{v:.3f}' for v in s['pi_star'])}]; population DPO loss at "
+                       f"pi_ref {s['loss_at_ref']:.4f} (log 2, whatever the labels), at pi*_beta "
+                       f"{s['loss_at_star']:.4f}")
+
+    slider.observe(redraw, names="value")
+    redraw()
+    return w.VBox([slider, stats, image])

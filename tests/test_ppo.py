@@ -1,0 +1,224 @@
+"""Chapter 6's pipeline: the smoke preset end to end, resuming, where the score lands, padding, configs."""
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from rlhf_course.cli import main
+from rlhf_course.gpt import GPT, GPTConfig
+from rlhf_course.ppo import PRESETS, PPOConfig, PPOTrainer, RunInterrupted, train_ppo
+from rlhf_course.reward_model import RewardModelConfig
+from rlhf_course.rl import last_token_index
+from rlhf_course.runs import read_jsonl
+from rlhf_course.sft import SFTConfig, ensure_sft
+
+SMOKE = PRESETS["smoke"]
+METRICS = {"proxy", "gold", "kl", "kl_k3", "entropy", "clipfrac", "approx_kl", "value_loss", "explained_variance",
+           "samples", "beta", "fluency", "length"}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """`rlhf-course ppo --preset smoke` on an empty folder: runs the reference and reward-model stages first."""
+    out = tmp_path_factory.mktemp("ch06") / "run"
+    assert main(["ppo", "--preset", "smoke", "--out", str(out), "--device", "cpu"]) == 0
+    return out
+
+
+def test_smoke_pipeline_end_to_end(pipeline):
+    for f in ("sft/model.pt", "sft/summary.json", "reward_model/model.pt", "reward_model/summary.json"):
+        assert (pipeline / f).is_file(), f
+    run = pipeline / f"ppo-beta{SMOKE.ppo.beta:g}"
+    for f in ("config.json", "metrics.jsonl", "checkpoint.pt", "summary.json"):
+        assert (run / f).is_file(), f
+    recs = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in recs] == list(range(SMOKE.ppo.iterations))
+    assert all(METRICS <= r.keys() for r in recs)
+    assert all(math.isfinite(r["kl"]) and math.isfinite(r["kl_k3"]) for r in recs)
+    assert recs[0]["kl"] == pytest.approx(0.0, abs=1e-5)           # the policy starts as the reference
+    assert recs[0]["explained_variance"] == pytest.approx(0.0, abs=1e-6)  # value head starts at exactly 0
+    first, last = recs[0]["proxy"], sum(r["proxy"] for r in recs[-2:]) / 2
+    assert last > first + 0.2, (first, last)                        # the proxy reward rises
+    assert len(recs[-1]["samples"]) == SMOKE.ppo.log_samples and isinstance(recs[-1]["samples"][0]["text"], str)
+    assert (pipeline / ".gitignore").read_text().strip().endswith("*")  # run outputs stay out of git
+
+
+def _strip_times(recs):
+    return [{k: v for k, v in r.items() if not k.startswith("time_") and k != "seconds"} for r in recs]
+
+
+def test_a_killed_run_resumes_as_if_never_stopped(pipeline, tmp_path):
+    cfg = replace(SMOKE.ppo, iterations=7, checkpoint_every=3)
+    sft, rm = pipeline / "sft", pipeline / "reward_model"
+    whole = train_ppo(cfg, tmp_path / "whole", sft, rm, device="cpu", progress=False)
+    with pytest.raises(RunInterrupted):  # "killed" after step 3: the last checkpoint is from step 2
+        train_ppo(cfg, tmp_path / "cut", sft, rm, device="cpu", progress=False, stop_after=4)
+    assert len(read_jsonl(tmp_path / "cut" / "metrics.jsonl")) == 4
+    with pytest.raises(ValueError, match="already holds a PPO run"):
+        train_ppo(cfg, tmp_path / "cut", sft, rm, device="cpu", progress=False)
+    with pytest.raises(RunInterrupted):  # killed again, right after a resume
+        train_ppo(cfg, tmp_path / "cut", sft, rm, device="cpu", progress=False, resume=True, stop_after=2)
+    cut = train_ppo(cfg, tmp_path / "cut", sft, rm, device="cpu", progress=False, resume=True)
+    a, b = read_jsonl(whole / "metrics.jsonl"), read_jsonl(cut / "metrics.jsonl")
+    assert [r["step"] for r in b] == list(range(7))
+    assert _strip_times(a) == _strip_times(b)  # bit for bit on the CPU
+    ta = torch.load(whole / "checkpoint.pt", weights_only=False)
+    tb = torch.load(cut / "checkpoint.pt", weights_only=False)
+    assert all(torch.equal(ta["policy"][k], tb["policy"][k]) for k in ta["policy"])
+
+
+def _tiny_trainer(beta=0.0, seed=0, **kw):
+    torch.manual_seed(seed)
+    gcfg = GPTConfig(vocab_size=16, block_size=32, n_layer=1, n_head=2, n_embd=16, banned_tokens=(0, 1))
+    reference = GPT(gcfg)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.normal_(0, 0.5)
+    policy = GPT(replace(gcfg, value_head=True))
+    policy.load_state_dict(reference.state_dict(), strict=False)
+    cfg = replace(PPOConfig(), batch_size=32, max_new_tokens=10, beta=beta, whiten_rewards=False, seed=seed, **kw)
+    scores = lambda tokens, mask, P: torch.arange(1, tokens.shape[0] + 1, dtype=torch.float32)  # noqa: E731
+    prompts = torch.randint(3, 16, (8, 4), generator=torch.Generator().manual_seed(seed))
+    # token 3 plays <eos>: this random model emits it often enough that some responses end, some are cut off
+    return PPOTrainer(cfg, policy, reference, scores, prompts, eos_id=3, pad_id=0)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3])
+def test_the_score_lands_on_the_last_real_token(beta):
+    """The token that completed the response (its <eos>, or its last token when cut off) gets the score."""
+    t = _tiny_trainer(beta)
+    tokens, mask = t.rollout()
+    b = t.score(tokens, mask)
+    last = last_token_index(mask)
+    lengths = mask.sum(1).long()
+    resp = tokens[:, 4:]
+    ended = resp[torch.arange(len(last)), last] == 3
+    assert ended.any() and (~ended).any()  # both kinds occur in this batch
+    assert (lengths[~ended] == 10).all()  # cut off at max_new_tokens
+    score = torch.arange(1, 33, dtype=torch.float32)
+    penalty = -beta * (b["old_logp"] - b["ref_logp"]) * mask
+    bonus = b["rewards"] - penalty
+    expected = torch.zeros_like(bonus)
+    expected[torch.arange(32), last] = score
+    assert torch.allclose(bonus, expected, atol=1e-5)
+    assert (b["rewards"][mask == 0] == 0).all()
+
+
+def test_losses_advantages_and_rewards_do_not_depend_on_padding():
+    t = _tiny_trainer(0.1)
+    tokens, mask = t.rollout()
+    t.update(t.score(tokens, mask))  # move the policy away from the reference so that every term is nonzero
+    tokens, mask = t.rollout()
+    b = t.score(tokens, mask)
+    extra = 6
+    tokens2 = torch.cat([tokens, torch.zeros(32, extra, dtype=torch.long)], 1)
+    mask2 = torch.cat([mask, torch.zeros(32, extra)], 1)
+    b2 = t.score(tokens2, mask2)
+    real = mask.bool()
+    for k in ("rewards", "advantages", "returns", "old_logp", "old_values"):
+        assert torch.allclose(b[k][real], b2[k][:, :mask.shape[1]][real], atol=1e-5), k
+        assert (b2[k][:, mask.shape[1]:] == 0).all(), k
+    idx = torch.arange(32)
+    loss, pg, vf, _, _, ent = t.loss(b, idx)
+    # padding filled with junk that must never be read
+    b3 = dict(b2)
+    for k in ("old_logp", "advantages", "returns", "old_values"):
+        b3[k] = torch.where(mask2.bool(), b2[k], torch.full_like(b2[k], 123.0))
+    loss3, pg3, vf3, _, _, ent3 = t.loss(b3, idx)
+    assert torch.allclose(loss, loss3, atol=1e-6) and torch.allclose(pg, pg3, atol=1e-6)
+    assert torch.allclose(vf, vf3, atol=1e-6) and ent == pytest.approx(ent3, abs=1e-6)
+
+
+def test_adaptive_beta_moves_toward_the_target():
+    t = _tiny_trainer(0.5, target_kl=1e-4, kl_horizon=100.0, lr=3e-3)
+    betas = [t.step()["beta"] for _ in range(4)]
+    assert t.kl_ctl.beta > betas[0]  # observed KL above the tiny target: beta grows
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"lr": 0.0}, "lr"), ({"lr": -1e-4}, "lr"), ({"beta": -0.1}, "beta"), ({"beta": float("nan")}, "beta"),
+    ({"batch_size": 10, "minibatches": 4}, "divisible"), ({"iterations": 0}, "iterations"),
+    ({"clip_eps": 1.5}, "clip_eps"), ({"gamma": 1.2}, "gamma"), ({"lam": -0.1}, "lam"),
+    ({"temperature": 0.0}, "temperature"), ({"target_kl": -1.0}, "target_kl"),
+    ({"target_kl": 2.0, "beta": 0.0}, "beta must be > 0"), ({"whiten_rewards": "yes"}, "whiten_rewards"),
+    ({"ppo_epochs": 2.5}, "ppo_epochs"), ({"log_samples": 100}, "log_samples"),
+])
+def test_bad_ppo_configs_are_rejected_with_clear_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PPOConfig(**kwargs)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: SFTConfig(steps=0), "steps"), (lambda: SFTConfig(lr=2.0), "lr"),
+    (lambda: SFTConfig(n_embd=30, n_head=4), "divisible"), (lambda: SFTConfig(warmup=10_000), "warmup"),
+    (lambda: RewardModelConfig(label_temperature=0.0), "label_temperature"),
+    (lambda: RewardModelConfig(pooling="max"), "pooling"), (lambda: RewardModelConfig(n_pairs=-5), "n_pairs"),
+])
+def test_bad_stage_configs_are_rejected(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_cli_reports_bad_values_and_refuses_a_stage_made_otherwise(pipeline, capsys):
+    assert main(["ppo", "--preset", "smoke", "--beta", "-1", "--out", str(pipeline)]) == 2
+    assert "beta" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="another configuration"):
+        ensure_sft(replace(SMOKE.sft, steps=SMOKE.sft.steps + 1), pipeline / "sft", device="cpu", progress=False)
+    cfg = json.loads((pipeline / "sft" / "config.json").read_text())
+    assert cfg["steps"] == SMOKE.sft.steps
+
+
+def test_gao_fit_recovers_the_functional_form():
+    from rlhf_course.ppo import gao_rl_curve, gao_rl_fit
+
+    kl = np.linspace(0.0, 60.0, 50)
+    gain = gao_rl_curve(kl ** 0.5, 0.8, 0.5)
+    fit = gao_rl_fit(kl, gain)
+    assert fit["a"] == pytest.approx(0.8, abs=1e-9) and fit["b"] == pytest.approx(0.5, abs=1e-9)
+    assert fit["r2"] == pytest.approx(1.0) and fit["peak_d"] == pytest.approx(math.exp(0.8 / 0.5 - 1))
+    with pytest.raises(ValueError, match="same length"):
+        gao_rl_fit([1.0, 2.0], [0.1])
+
+
+def test_every_preset_is_valid_and_its_model_builds():
+    from rlhf_course.world import World
+
+    for name, preset in PRESETS.items():
+        gcfg = preset.sft.gpt_config(World(), value_head=True)
+        model = GPT(gcfg)
+        logits, values = model(torch.zeros(2, 4 + preset.ppo.max_new_tokens, dtype=torch.long))
+        assert logits.shape[-1] == gcfg.vocab_size and values.shape == (2, 4 + preset.ppo.max_new_tokens), name
+        assert preset.ppo.batch_size % preset.ppo.minibatches == 0
+
+
+def test_run_folders_ignore_themselves_in_git(tmp_path):
+    from rlhf_course.runs import make_run_dir
+
+    make_run_dir(tmp_path / "runs" / "ch06" / "sft")
+    assert (tmp_path / "runs" / ".gitignore").read_text().strip().endswith("*")
+    assert not (tmp_path / "runs" / "ch06" / ".gitignore").exists()
+    (tmp_path / "runs" / "ch06" / "sft" / "model.pt").write_text("x")
+    make_run_dir(tmp_path / "runs" / "ch06" / "sft")  # an existing folder is left as it is
+    assert sorted(p.name for p in (tmp_path / "runs" / "ch06" / "sft").iterdir()) == ["model.pt"]
+
+
+def test_minibatches_and_a_separate_value_model():
+    """The other code paths of the update: several minibatches per epoch; a value model of its own."""
+    t = _tiny_trainer(0.1, minibatches=4, lr=3e-3)
+    b = t.step()
+    assert math.isfinite(b["stats"]["value_loss"]) and b["stats"]["approx_kl"] > 0
+    torch.manual_seed(0)
+    policy = GPT(replace(t.reference.cfg, value_head=False))
+    policy.load_state_dict(t.reference.state_dict())
+    value_model = GPT(replace(t.reference.cfg, value_head=True))
+    cfg = replace(t.cfg, shared_value=False)
+    t2 = PPOTrainer(cfg, policy, t.reference, t.reward_fn, t.prompts, eos_id=3, pad_id=0, value_model=value_model)
+    before = value_model.value_head.weight.detach().clone()
+    b2 = t2.step()
+    assert (b2["old_values"] == 0).all()  # the value model's zero-initialized head
+    assert not torch.equal(before, value_model.value_head.weight)  # and it is trained
+    with pytest.raises(ValueError, match="value head"):
+        PPOTrainer(cfg, policy, t.reference, t.reward_fn, t.prompts, eos_id=3, pad_id=0)
