@@ -263,25 +263,14 @@ def cached_ppo(root: str | Path, name: str, cfg, sft_dir: str | Path, reward_dir
 def sample_and_score(policy, reward_model, world, n: int = 256, max_new_tokens: int = 12, temperature: float = 1.0,
                      seed: int = 0, prompt_idx=None) -> dict:
     """Sample ``n`` responses of ``policy`` to ``world``'s prompts and score them with the reward model (the
-    proxy) and the world's gold reward. Returns numpy arrays ``proxy``, ``gold``, ``errors`` (expected slips),
-    ``finished``, ``fluency`` (world log-probability per response token), the response ``texts``, and the
-    ``tokens``/``mask`` tensors."""
-    import torch
+    proxy) and the world's gold reward: chapter 6's :func:`rlhf_course.ppo.evaluate` (numpy arrays ``proxy``,
+    ``gold``, ``errors``, ``finished``, ``fluency``, ... and the ``tokens``/``mask`` tensors), with the
+    response texts also under ``texts``."""
+    from .ppo import evaluate
 
-    from .reward_model import sample_responses, score_batched
-
-    gen = torch.Generator().manual_seed(seed)
-    tokens, mask = sample_responses(policy, world, n, max_new_tokens, temperature, gen, prompt_idx=prompt_idx)
-    P = world.prompts().shape[1]
-    proxy = score_batched(reward_model, tokens, mask, P).cpu().numpy()
-    toks = tokens.cpu().numpy()
-    a = world.analyze(toks, count_from=P)
-    gold = a["sentiment"] - world.error_weight * (a["errors"] + 1.0 - a["finished"])
-    lengths = mask.sum(1).cpu().numpy()
-    fluency = (a["logp"] - world.log_prob(toks[:, :P])) / lengths
-    texts = [world.tokenizer.decode(t[P:]) for t in toks]
-    return {"proxy": proxy, "gold": gold, "errors": a["errors"], "finished": a["finished"], "fluency": fluency,
-            "sentiment": a["sentiment"], "texts": texts, "tokens": tokens, "mask": mask, "prompt_len": P}
+    e = evaluate(policy, reward_model, world, n=n, seed=seed, max_new_tokens=max_new_tokens,
+                 temperature=temperature, prompt_idx=prompt_idx)
+    return {**e, "texts": e["text"]}
 
 
 def ranking_agreement(scores, gold, min_gap: float = 0.05) -> float:

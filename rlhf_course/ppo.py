@@ -460,7 +460,8 @@ def evaluate(model: GPT, reward_model: RewardModel, world: World, n: int = 256, 
     """Sample ``n`` responses of ``model`` and judge them: proxy (reward model) and gold reward, the gold's
     parts, fluency (the world's log-probability per response token) and the share of distinct tokens.
 
-    Returns a dict of ``(n,)`` numpy arrays plus ``prompt`` and ``text`` (lists of strings).
+    Returns a dict of ``(n,)`` numpy arrays plus ``prompt`` and ``text`` (lists of strings), and the sampled
+    ``tokens``/``mask`` tensors with the ``prompt_len`` they start after.
     """
     from .reward_model import sample_responses, score_batched
 
@@ -481,6 +482,7 @@ def evaluate(model: GPT, reward_model: RewardModel, world: World, n: int = 256, 
         "proxy": proxy, "gold": gold, "sentiment": a["sentiment"], "errors": a["errors"], "finished": a["finished"],
         "fluency": (a["logp"] - world.log_prob(toks[:, :P])) / lengths, "length": lengths,
         "distinct": np.array([len(set(t[P:P + int(k)].tolist())) / int(k) for t, k in zip(toks, lengths)]),
+        "tokens": tokens, "mask": mask, "prompt_len": P,
     }
 
 
