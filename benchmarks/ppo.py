@@ -15,7 +15,9 @@ models they rarely do, so nearly 16 tokens; ``--run DIR`` uses the trained model
 
 Both value variants are timed side by side, iterations interleaved (``shared``: a value head on the
 policy's trunk, the course's choice; ``separate``: a value model of its own, as in the TRL setting), and
-medians are reported: timings on a shared machine vary from run to run.
+medians are reported: timings on a shared machine vary from run to run. ``--compile both`` times each
+value variant eager and with ``torch.compile`` (``PPOTrainer(compile=True)``), also interleaved; the
+compile itself happens in the warm-up iterations and is reported separately.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import platform
 import resource
 import statistics
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,7 +48,8 @@ def peak_rss_mb() -> float:
     return r / 1024 / 1024 if sys.platform == "darwin" else r / 1024
 
 
-def build(setting: str, value: str, device: torch.device, run: Path | None, seed: int = 0) -> PPOTrainer:
+def build(setting: str, value: str, device: torch.device, run: Path | None, seed: int = 0,
+          compile: bool = False) -> PPOTrainer:
     world = World()
     tok = world.tokenizer
     cfg = replace(PRESETS["default"].ppo, shared_value=value == "shared", seed=seed)
@@ -70,7 +74,7 @@ def build(setting: str, value: str, device: torch.device, run: Path | None, seed
     else:
         prompts = torch.as_tensor(world.prompts(), device=device)
         eos = tok.eos_id
-    return PPOTrainer(cfg, policy, reference, rm, prompts, eos, tok.pad_id, value_model)
+    return PPOTrainer(cfg, policy, reference, rm, prompts, eos, tok.pad_id, value_model, compile=compile)
 
 
 def main(argv=None) -> int:
@@ -81,13 +85,18 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=3, help="untimed iterations per variant first")
     ap.add_argument("--value", choices=("shared", "separate", "both"), default="both")
     ap.add_argument("--run", type=Path, default=None, help="pipeline folder with trained sft/ and reward_model/")
+    ap.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                    help="torch.compile the trainer's full-sequence forward passes (both: eager and compiled)")
     args = ap.parse_args(argv)
     device = pick_device(args.device)
-    variants = ["shared", "separate"] if args.value == "both" else [args.value]
+    values = ["shared", "separate"] if args.value == "both" else [args.value]
+    compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    variants = [v + ("+compile" if c else "") for v in values for c in compiles]
     print(f"device: {device} (mixed precision: {autocast_dtype(device) or 'none, float32'}); torch "
           f"{torch.__version__}; {torch.get_num_threads()} CPU threads; {platform.processor() or platform.machine()}")
     rss0 = peak_rss_mb()
-    trainers = {v: build(args.setting, v, device, args.run) for v in variants}
+    trainers = {v: build(args.setting, v.split("+")[0], device, args.run, compile=v.endswith("+compile"))
+                for v in variants}
     t = trainers[variants[0]]
     print(f"setting: {args.setting}; {count_parameters(t.policy):,} parameters per model; "
           f"{t.cfg.batch_size} prompts of {t.prompts.shape[1]} tokens, responses up to {t.cfg.max_new_tokens} "
@@ -95,9 +104,13 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = {v: [] for v in variants}
+    warm = {v: 0.0 for v in variants}  # seconds of the warm-up iterations (compiling, for compiled variants)
     for i in range(args.warmup + args.iterations):
         for v in variants:  # interleaved, so that both see the same machine load
+            t0 = time.perf_counter()
             b = trainers[v].step()
+            if i < args.warmup:
+                warm[v] += time.perf_counter() - t0
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= args.warmup:
@@ -108,7 +121,7 @@ def main(argv=None) -> int:
         ts = times[v]
         roll = med([x["time_rollout"] for x in ts])
         it = med([x["time_iteration"] for x in ts])
-        print(f"  value {v:<8}  rollout {med([x['episodes'] / x['time_rollout'] for x in ts]):7.0f} episodes/s, "
+        print(f"  value {v:<16}  warm-up {warm[v]:5.1f} s; rollout {med([x['episodes'] / x['time_rollout'] for x in ts]):7.0f} episodes/s, "
               f"{med([x['tokens'] / x['time_rollout'] for x in ts]):8.0f} generated tokens/s ({roll * 1000:.0f} ms); "
               f"scoring {med([x['time_score'] for x in ts]) * 1000:.0f} ms; "
               f"update {med([x['time_update'] for x in ts]):.3f} s; iteration {it:.3f} s "

@@ -60,6 +60,11 @@ class Question:
     atol: float = 1e-9
     feedback: dict = field(default_factory=dict)  # choice: label -> why that option is wrong
     hint: str = ""
+    # function questions: dotted names of the package functions the question asks the student to write
+    # (e.g. ``("rlhf_course.kl.kl_divergence",)``); an answer that reaches one of them scores 0
+    guards: tuple[str, ...] = ()
+    # function questions: cases the self-check never shows, drawn at grading time from a seeded generator
+    hidden: Callable[[np.random.Generator], tuple[Case, ...]] | None = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -143,16 +148,60 @@ def _error(exc: BaseException) -> dict:
     return {"error": f"{type(exc).__name__}: {exc}"[:MAX_STR], "error_types": names}
 
 
-def collect_cases(answer: Any, cases: list[dict]) -> dict:
+def _guarded_codes(guards: tuple[str, ...] | list[str]) -> dict:
+    """Map the code object of each guarded package function to its short name (``"kl.kl_divergence"``)."""
+    import importlib
+
+    codes = {}
+    for dotted in guards:
+        module, _, attr = dotted.rpartition(".")
+        fn = getattr(importlib.import_module(module), attr)
+        fn = getattr(fn, "__wrapped__", fn)
+        codes[fn.__code__] = dotted.removeprefix("rlhf_course.")
+    return codes
+
+
+def delegation_message(names: list[str]) -> str:
+    """The feedback for an answer that reached a guarded package function."""
+    return "; ".join(f"this answer calls the course's own `{n}`; the exercise is to write it" for n in names)
+
+
+def collect_cases(answer: Any, cases: list[dict], guards: tuple[str, ...] | list[str] = ()) -> dict:
     """Call a function answer on each case's ``args`` (plain data); return the results as plain data.
 
     ``cases`` are ``{"args": [...]}`` dicts, as the grader sends them. Each result is
     ``{"value": to_plain(result)}`` or ``{"error": ..., "error_types": [...]}``.
+
+    ``guards`` name the package functions the question asks the student to write. While the cases run,
+    a profile hook records every call into their *code objects*. Watching the code rather than replacing
+    the function catches every route to it: a direct call, a wrapper, a lambda, ``functools.partial``, an
+    import under another name made before the check, ``getattr(importlib.import_module(...), ...)``, since
+    all of them end up executing the same code. The functions still compute as usual, so package helpers
+    built on them stay usable elsewhere; the record lands in ``"delegated"``.
     """
     if answer is Ellipsis or answer is None:
         return {"status": "missing"}
     if not callable(answer):
         return {"status": "not-callable", "type": type(answer).__qualname__[:200]}
+    if guards:
+        import sys
+
+        codes = _guarded_codes(guards)
+        hit: list[str] = []
+
+        def watch(frame, event, arg):
+            if event == "call" and frame.f_code in codes and codes[frame.f_code] not in hit:
+                hit.append(codes[frame.f_code])
+
+        previous = sys.getprofile()
+        sys.setprofile(watch)
+        try:
+            record = collect_cases(answer, cases)
+        finally:
+            sys.setprofile(previous)
+        if hit:
+            record["delegated"] = sorted(hit)
+        return record
     results = []
     for case in cases:
         try:
@@ -171,7 +220,7 @@ def case_payload(q: Question) -> list[dict]:
 def collect(q: Question, answer: Any) -> dict:
     """Plain-data record of ``answer`` for question ``q`` (runs where the answer lives)."""
     if q.kind == "function":
-        return collect_cases(answer, case_payload(q))
+        return collect_cases(answer, case_payload(q), q.guards)
     return {"status": "ok", "value": to_plain(answer)}
 
 
@@ -310,6 +359,8 @@ def grade(q: Question, record: dict) -> Result:
                       [f"`{q.name}` should be a function, but it is {record.get('type', '?')}."])
     if status != "ok":
         return Result(q.id, q.title, 0.0, q.points, "error", [record.get("message", f"could not be checked ({status})")])
+    if q.kind == "function" and record.get("delegated"):
+        return Result(q.id, q.title, 0.0, q.points, "failed", [delegation_message(record["delegated"])])
     if q.kind == "function":
         return _grade_function(q, record)
     return _grade_value(q, record["value"])

@@ -241,8 +241,17 @@ def generate(model: GPT, prompts: torch.Tensor, max_new_tokens: int, *, eos_id: 
     out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
     logps = torch.zeros(B, max_new_tokens, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    # "has every response ended?" must reach the host each token (it decides whether more uniforms are drawn
+    # from the generator). On CUDA it is copied asynchronously and read after the next token's forward pass
+    # has been queued, so the GPU keeps working while Python waits; a forward pass made needless by an early
+    # end is thrown away (it draws no random numbers). Elsewhere it is read at once.
+    overlap = device.type == "cuda"
+    if overlap:
+        all_done, copied = torch.zeros((), dtype=torch.bool).pin_memory(), torch.cuda.Event()
     for t in range(max_new_tokens):
-        u = torch.rand(next_logits.shape, generator=generator).clamp_(min=1e-20, max=1.0 - 1e-7).to(device)
+        u = torch.rand(next_logits.shape, generator=generator).clamp_(min=1e-20, max=1.0 - 1e-7)
+        # pinned and non-blocking on CUDA: a plain copy from pageable memory would wait for the GPU's queue
+        u = u.pin_memory().to(device, non_blocking=True) if overlap else u.to(device)
         gumbel = -torch.log(-torch.log(u))
         tok = torch.argmax(next_logits / temperature + gumbel, dim=-1)
         lp = token_logprobs(next_logits, tok, temperature)
@@ -251,10 +260,19 @@ def generate(model: GPT, prompts: torch.Tensor, max_new_tokens: int, *, eos_id: 
         logps[:, t] = torch.where(done, torch.zeros_like(lp), lp)
         if eos_id is not None:
             done = done | (tok == eos_id)
-        if t + 1 == max_new_tokens or bool(done.all()):
+        if t + 1 == max_new_tokens:
+            break
+        if overlap:
+            all_done.copy_(done.all(), non_blocking=True)
+            copied.record()
+        elif bool(done.all()):
             break
         logits, _ = model(tok[:, None], cache=cache, pos=P + t)
         next_logits = logits[:, -1]
+        if overlap:
+            copied.synchronize()
+            if bool(all_done):
+                break
     model.train(was_training)
     steps = torch.arange(max_new_tokens, device=device)
     is_eos = out == (eos_id if eos_id is not None else -1)

@@ -33,7 +33,7 @@ from ._validate import (
     is_torch,
 )
 
-__all__ = ["kl_divergence", "log_ratio", "k1", "k2", "k3", "entropy"]
+__all__ = ["kl_divergence", "log_ratio", "masked_log_ratio", "k1", "k2", "k3", "entropy"]
 
 
 def kl_divergence(p, q, axis: int = -1):
@@ -126,3 +126,18 @@ def k3(logp, ref_logp):
 
         return torch.expm1(x) - x
     return np.expm1(x) - x
+
+
+def masked_log_ratio(logp, ref_logp, mask):
+    """``(log pi(y_t) - log pi_ref(y_t)) * mask_t`` for ``(batch, time)`` torch tensors, exactly 0 on padding.
+
+    The one place the per-token log-ratio of a padded batch is formed. The reference is masked *before*
+    the subtraction (``where``), so a padded position whose ``ref_logp`` is ``-inf`` gives 0, never
+    ``inf * 0 = NaN`` (and no NaN in the gradient). On finite inputs the result is bit-identical to
+    ``(logp - ref_logp) * mask``. No validation copies here: this runs in the trainers' inner loops;
+    the public callers (``rl.kl_penalized_rewards``) validate.
+    """
+    import torch
+
+    real = mask != 0
+    return (logp - torch.where(real, ref_logp, logp)) * mask

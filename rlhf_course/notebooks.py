@@ -5,7 +5,8 @@
 and nbgrader users know:
 
 * a block between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` becomes ``# YOUR CODE HERE`` and ``...``
-  (so a function returns None until written, and the self-check says "not implemented yet");
+  (so a function returns None until written, and the self-check says "not implemented yet"); a block that
+  is one assignment to a name (an answer too long for one line) becomes ``name = ...``;
 * a line ending in ``# SOLUTION`` becomes ``name = ...`` (for an assignment) or ``...``;
 * in markdown, text between ``<!-- BEGIN SOLUTION -->`` and ``<!-- END SOLUTION -->`` is removed;
 * a cell tagged ``solution`` is removed whole.
@@ -15,14 +16,19 @@ nothing and fails when anything is out of sync (the test suite runs that).
 """
 from __future__ import annotations
 
+import ast
 import copy
 import re
+import textwrap
 from pathlib import Path
 
 import nbformat
 
 NB_VERSION = 4
 COLAB_TAG = "colab-setup"
+# The Colab cell runs first on Colab but is plumbing to a reader of the site: myst-nb leaves a cell tagged
+# remove-cell out of the page (it still executes), so each page opens with its title.
+COLAB_TAGS = (COLAB_TAG, "remove-cell")
 PACKAGE = "rlhf-course"
 NOTEBOOK_DIRS = ("book", "solutions")  # hand-written notebooks; exercises/ is generated
 
@@ -56,17 +62,18 @@ def repository_url(root: Path) -> str:
 def colab_cell_source(url: str) -> str:
     """The first cell of every notebook: installs the package where it is not importable (Colab)."""
     return (
-        "# Set-up for Colab or any fresh kernel: install the course package if it is not importable.\n"
+        "# Set-up for Colab or any fresh kernel: install the course package if it is missing.\n"
         "# Where rlhf_course is installed (a local clone, the course's venv) this does nothing.\n"
         "import importlib.util, subprocess, sys\n"
         'if importlib.util.find_spec("rlhf_course") is None:\n'
-        f'    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{PACKAGE} @ git+{url}"], check=True)'
+        f'    package = "{PACKAGE} @ git+{url}"\n'
+        '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)'
     )
 
 
 def colab_cell(url: str) -> nbformat.NotebookNode:
     cell = nbformat.v4.new_code_cell(colab_cell_source(url))
-    cell.metadata["tags"] = [COLAB_TAG]
+    cell.metadata["tags"] = list(COLAB_TAGS)
     cell.id = "colab-setup"
     return cell
 
@@ -93,18 +100,34 @@ def has_outputs(nb: nbformat.NotebookNode) -> list[int]:
             if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None)]
 
 
+def _block_stub(indent: str, block: list[str]) -> list[str]:
+    """The stub for a solution block: ``name = ...`` when the block is one assignment to a name (an answer
+    too long for one ``# SOLUTION`` line), otherwise ``# YOUR CODE HERE`` and ``...``."""
+    try:
+        tree = ast.parse(textwrap.dedent("\n".join(block)))
+    except SyntaxError:
+        tree = None
+    if tree is not None and len(tree.body) == 1 and isinstance(tree.body[0], ast.Assign):
+        targets = tree.body[0].targets
+        if len(targets) == 1 and isinstance(targets[0], ast.Name):
+            return [f"{indent}{targets[0].id} = ..."]
+    return [f"{indent}# YOUR CODE HERE", f"{indent}..."]
+
+
 def strip_solution_source(source: str) -> str:
     """Replace the solution parts of a code cell's source with stubs (see the module docstring)."""
-    out, in_block = [], False
+    out, in_block, block, indent = [], False, [], ""
     for line in source.split("\n"):
         if in_block:
             if _END.match(line):
                 in_block = False
+                out += _block_stub(indent, block)
+            else:
+                block.append(line)
             continue
         m = _BEGIN.match(line)
         if m:
-            in_block = True
-            out += [f"{m.group(1)}# YOUR CODE HERE", f"{m.group(1)}..."]
+            in_block, block, indent = True, [], m.group(1)
             continue
         if _END.match(line):
             raise ValueError("'# END SOLUTION' without a '# BEGIN SOLUTION' before it")
@@ -196,7 +219,8 @@ def _dumps(nb: nbformat.NotebookNode) -> str:
 def sync(root: Path, check: bool = False) -> list[str]:
     """Bring notebooks in line with their sources; with ``check``, only report what is out of line.
 
-    1. every notebook in book/ and solutions/ starts with the Colab cell for ``_config.yml``'s URL;
+    1. every notebook in book/ and solutions/ starts with the Colab cell for ``_config.yml``'s URL,
+       tagged ``remove-cell`` (hidden on the site);
     2. no notebook stores outputs or execution counts;
     3. exercises/NN_*.ipynb is exactly ``make_exercise(solutions/NN_*.ipynb)``, with no other files there.
     """
@@ -212,6 +236,8 @@ def sync(root: Path, check: bool = False) -> list[str]:
                 want.cells.insert(0, colab_cell(url))
             else:
                 want.cells[0].source = colab_cell_source(url)
+                tags = list(want.cells[0].metadata.get("tags", []))
+                want.cells[0].metadata["tags"] = tags + [t for t in COLAB_TAGS if t not in tags]
             clean(want)
             if d == "solutions":
                 problems += validate_solution(path.relative_to(root), want)

@@ -27,7 +27,7 @@ from ._validate import (
 )
 from .kl import kl_divergence
 
-__all__ = ["optimal_policy", "log_partition", "optimal_value", "rlhf_objective", "implicit_reward"]
+__all__ = ["best_of_n_policy", "best_of_n_kl_bound", "optimal_policy", "log_partition", "optimal_value", "rlhf_objective", "implicit_reward"]
 
 
 def _inputs(ref_probs, rewards, beta):
@@ -124,3 +124,56 @@ def implicit_reward(probs, ref_probs, beta: float):
         raise ValueError("probs puts mass where ref_probs is 0: no finite reward makes that optimal")
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(ref > 0, beta * (np.log(p) - np.log(ref)), np.nan)
+
+
+def _check_n(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    return int(n)
+
+
+def best_of_n_policy(ref_probs, rewards, n: int):
+    """Exact distribution of best-of-n: draw ``n`` samples from ``pi_ref``, keep one with the highest reward.
+
+    Ties are broken uniformly among the tied best samples. With ``F_<(y) = P_ref(r < r(y))`` and
+    ``F_<=(y) = P_ref(r <= r(y))``, the best reward equals ``r(y)`` with probability ``F_<=^n - F_<^n``,
+    and by exchangeability the kept sample is then distributed as ``pi_ref`` restricted to that tie class:
+
+        pi_n(y) = pi_ref(y) / (F_<=(y) - F_<(y)) * (F_<=(y)^n - F_<(y)^n).
+
+    Without ties this is ``F_<=^n - F_<^n`` per outcome. Batched over leading axes like ``optimal_policy``;
+    the result has the kind of ``ref_probs``. ``n = 1`` gives ``pi_ref``.
+    """
+    n = _check_n(n)
+    ref = as_float_array(ref_probs, "ref_probs")
+    r = as_float_array(rewards, "rewards")
+    check_same_kind(ref, r, "ref_probs and rewards")
+    check_broadcastable(ref, r, "ref_probs and rewards")
+    check_probs(ref, "ref_probs")
+    check_finite(r, "rewards")
+    torch_in = is_torch(ref)
+    if torch_in:
+        import torch
+
+        dtype, device = ref.dtype, ref.device
+        ref, r = ref.detach().cpu().double().numpy(), r.detach().cpu().double().numpy()
+    p, r = np.broadcast_arrays(np.asarray(ref, dtype=np.float64), np.asarray(r, dtype=np.float64))
+    less = r[..., None, :] < r[..., :, None]  # [..., y, y']: r(y') < r(y)
+    equal = r[..., None, :] == r[..., :, None]
+    f_lt = (less * p[..., None, :]).sum(-1)
+    p_tie = (equal * p[..., None, :]).sum(-1)
+    f_le = f_lt + p_tie
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(p > 0, p / np.where(p_tie > 0, p_tie, 1.0) * (f_le ** n - f_lt ** n), 0.0)
+    if torch_in:
+        return torch.as_tensor(out, dtype=dtype, device=device)
+    return out
+
+
+def best_of_n_kl_bound(n: int) -> float:
+    """``log n - (n - 1) / n``: the upper bound on ``KL(pi_n || pi_ref)`` for best-of-n (Beirami et al. 2024).
+
+    It is reached in the limit of no ties (continuous rewards); ties only lower the KL.
+    """
+    n = _check_n(n)
+    return float(np.log(n) - (n - 1) / n)

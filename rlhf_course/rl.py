@@ -23,7 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
+from . import kl as _kl
+
 __all__ = [
+    "group_advantages", "aggregate_loss", "kl_loss_terms", "KL_ESTIMATORS", "AGGREGATIONS",
     "masked_mean", "masked_sum", "masked_var", "whiten", "last_token_index", "kl_penalized_rewards",
     "gae", "clipped_policy_loss", "clipped_value_loss", "FixedKLController", "AdaptiveKLController",
 ]
@@ -113,7 +116,8 @@ def kl_penalized_rewards(score: torch.Tensor, logp: torch.Tensor, ref_logp: torc
         raise ValueError(f"score must be a tensor of shape ({mask.shape[0]},): one score per response")
     if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
         raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    log_ratio = (logp - ref_logp) * mask
+    # One log-ratio for the package: masks before subtracting, so -inf on padding gives 0, not NaN.
+    log_ratio = _kl.masked_log_ratio(logp, ref_logp, mask)
     rewards = -beta * log_ratio
     last = last_token_index(mask)
     rewards = rewards.scatter_add(1, last[:, None], score.to(rewards.dtype)[:, None])
@@ -232,3 +236,123 @@ class AdaptiveKLController:
         error = min(max(kl / self.target - 1.0, -0.2), 0.2)
         self.beta *= 1.0 + error * n_steps / self.horizon
         return self.beta
+
+
+# --- Critic-free methods (chapter 9): group baselines, loss aggregation, KL in the loss ---------------
+
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+KL_ESTIMATORS = ("k1", "k2", "k3", "k3-ratio")
+
+
+def group_advantages(rewards, group_size: int, *, center: str = "mean", scale: str = "std",
+                     eps: float = 1e-6):
+    """Group-relative advantages for ``B = n_prompts * group_size`` responses, consecutive ones sharing a prompt.
+
+    For response ``i`` of group ``g`` with rewards ``r_1..r_G``:
+
+        center="mean"   A_i = r_i - mean_j r_j                      (GRPO, Dr. GRPO)
+        center="loo"    A_i = r_i - 1/(G-1) sum_{j != i} r_j         (RLOO; = G/(G-1) (r_i - mean))
+        center="none"   A_i = r_i
+        scale="std"     A_i <- A_i / (std_j r_j + eps)               (unbiased std, as torch.std; GRPO)
+
+    A group whose rewards are all equal has std 0 and gets advantages exactly 0 when centred (never NaN).
+    Accepts a 1-D numpy array or torch tensor and returns the same kind and shape.
+    """
+    if center not in ("mean", "loo", "none"):
+        raise ValueError(f"center must be 'mean', 'loo' or 'none', got {center!r}")
+    if scale not in ("std", "none"):
+        raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
+    if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral) or group_size < 1:
+        raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    is_np = not isinstance(rewards, torch.Tensor)
+    r = torch.as_tensor(rewards) if is_np else rewards
+    if not r.is_floating_point():
+        r = r.to(torch.get_default_dtype())
+    if r.dim() != 1:
+        raise ValueError(f"rewards must be 1-D (n_prompts * group_size,), got shape {tuple(r.shape)}")
+    if not bool(torch.isfinite(r).all()):
+        raise ValueError("rewards must be finite (no NaN or inf)")
+    if r.numel() == 0 or r.numel() % group_size:
+        raise ValueError(f"{r.numel()} rewards cannot be split into groups of {group_size}")
+    if group_size < 2 and (center == "loo" or scale == "std"):
+        raise ValueError(f"center={center!r}, scale={scale!r} needs group_size >= 2, got {group_size}")
+    g = r.reshape(-1, group_size)
+    mean = g.mean(dim=1, keepdim=True)
+    if center == "mean":
+        a = g - mean
+    elif center == "loo":
+        a = g - (g.sum(dim=1, keepdim=True) - g) / (group_size - 1)
+    else:
+        a = g
+    if scale == "std":
+        std = g.std(dim=1, keepdim=True)
+        a = a / (std + eps)
+        if center != "none":
+            # An all-equal group: the centred rewards are rounding noise; make them exactly 0.
+            a = torch.where(std == 0, torch.zeros_like(a), a)
+    out = a.reshape(-1)
+    return out.numpy() if is_np else out
+
+
+def aggregate_loss(per_token_loss: torch.Tensor, mask: torch.Tensor, mode: str, *,
+                   max_len: int | None = None) -> torch.Tensor:
+    """Reduce a ``(batch, time)`` per-token loss ``l_{i,t}`` over real tokens to a scalar (verl's mode names).
+
+        "token-mean"                sum_{i,t} m_{i,t} l_{i,t} / sum_{i,t} m_{i,t}          (DAPO)
+        "seq-mean-token-mean"       1/B sum_i [sum_t m_{i,t} l_{i,t} / sum_t m_{i,t}]      (GRPO as published)
+        "seq-mean-token-sum-norm"   1/B sum_i [sum_t m_{i,t} l_{i,t} / max_len]            (Dr. GRPO)
+
+    ``max_len`` (a constant, e.g. the maximum response length) defaults to the time dimension.
+    """
+    mask = _check_mask(mask)
+    _check_bt("per_token_loss", per_token_loss, mask)
+    if mode not in AGGREGATIONS:
+        raise ValueError(f"mode must be one of {AGGREGATIONS}, got {mode!r}")
+    mask = mask.to(per_token_loss.dtype)
+    if mode == "token-mean":
+        return masked_sum(per_token_loss, mask) / mask.sum().clamp(min=1)
+    if mode == "seq-mean-token-mean":
+        return (masked_sum(per_token_loss, mask, 1) / mask.sum(1).clamp(min=1)).mean()
+    if max_len is None:
+        max_len = per_token_loss.shape[1]
+    if isinstance(max_len, bool) or not isinstance(max_len, numbers.Integral) or max_len < 1:
+        raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
+    return (masked_sum(per_token_loss, mask, 1) / max_len).mean()
+
+
+def kl_loss_terms(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str, *,
+                  old_logp: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token KL terms to add to the loss (times beta), for tokens sampled from ``pi_old``.
+
+    With ``x_t = logp_t - ref_logp_t`` (built on ``kl.k1``/``kl.k2``/``kl.k3``):
+
+        "k1"        x_t                      (its gradient is the score function times 1, not the KL's)
+        "k2"        x_t^2 / 2                (gradient on-policy = gradient of KL(pi || pi_ref))
+        "k3"        exp(-x_t) - 1 + x_t
+        "k3-ratio"  rho_t * k3_t,  rho_t = exp(logp_t - old_logp_t), the importance ratio (pi_theta / pi_old),
+                    as TRL's GRPO trainer weights the KL when sampling is off-policy
+
+    ``logp`` carries the gradient; ``ref_logp`` and ``old_logp`` are treated as constants (detached).
+    Returns a tensor of ``logp``'s shape; aggregate it with ``aggregate_loss`` and the mask.
+    """
+    if estimator not in KL_ESTIMATORS:
+        raise ValueError(f"estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
+    if not isinstance(logp, torch.Tensor) or not isinstance(ref_logp, torch.Tensor):
+        raise TypeError("logp and ref_logp must be torch tensors")
+    if logp.shape != ref_logp.shape:
+        raise ValueError(f"logp {tuple(logp.shape)} and ref_logp {tuple(ref_logp.shape)} differ in shape")
+    ref_logp = ref_logp.detach()
+    if estimator == "k1":
+        return _kl.k1(logp, ref_logp)
+    if estimator == "k2":
+        return _kl.k2(logp, ref_logp)
+    k3 = _kl.k3(logp, ref_logp)
+    if estimator == "k3":
+        return k3
+    if old_logp is None:
+        raise ValueError("estimator 'k3-ratio' needs old_logp (the sampling policy's log-probabilities)")
+    if not isinstance(old_logp, torch.Tensor) or old_logp.shape != logp.shape:
+        raise ValueError("old_logp must be a torch tensor shaped like logp")
+    return torch.exp(logp - old_logp.detach()) * k3

@@ -127,9 +127,9 @@ ITEMS: dict[str, Item] = {item.key: item for item in (
          'Diagnosing a Training Failure in an Iterative Fine-Tuning Process'),
     Item('dpo', 'concept', 'book/08_dpo', (),
          'Direct Preference Optimization (DPO)'),
-    Item('divergence_penalty_lm', 'concept', 'book/02_sequences', ('02.sequence_penalty',),
+    Item('divergence_penalty_lm', 'concept', 'book/02_sequences', ('02.sequence_penalty', '09.kl_placement'),
          'Policy Divergence Penalty for Language Models'),
-    Item('kl_penalty', 'concept', 'book/02_sequences', ('02.sequence_penalty',),
+    Item('kl_penalty', 'concept', 'book/02_sequences', ('02.sequence_penalty', '09.kl_placement'),
          'KL-Divergence Penalty in RLHF Policy Optimization'),
     Item('drift_question', 'question', 'book/03_objective', ('03.drift_fix',),
          'An AI development team is fine-tuning a language model using a reinforcement learning '
@@ -193,7 +193,7 @@ ITEMS: dict[str, Item] = {item.key: item for item in (
          'Stabilizing an Erratic Training Process'),
     Item('case_penalty_impact', 'scenario', 'book/03b_case_studies', ('03.case_penalty_impact',),
          'Analyzing the Impact of a Policy Divergence Penalty'),
-    Item('kl_penalty_text', 'concept', 'book/02_sequences', ('02.sequence_penalty',),
+    Item('kl_penalty_text', 'concept', 'book/02_sequences', ('02.sequence_penalty', '09.kl_placement'),
          'A penalty term is incorporated into the RLHF objective function to regularize the policy and '
          'prevent it from deviating excessively from a reference policy. This penalty is formulated as '
          'the difference between the log probabilities of a sequence under the current policy () and '
@@ -209,9 +209,10 @@ ITEMS: dict[str, Item] = {item.key: item for item in (
     Item('components_question', 'question', 'book/03_objective', ('03.components',),
          'Match each mathematical component from the policy learning objective function with its '
          'conceptual role in the training process.'),
-    Item('optimal_policy_product', 'concept', 'book/04_optimal_policy', ('04.optimal_policy',),
+    Item('optimal_policy_product', 'concept', 'book/04_optimal_policy', ('04.optimal_policy', '09.best_of_n'),
          'Optimal Policy as a Product of Reference Policy and Exponentiated Reward'),
-    Item('optimal_policy_product_text', 'concept', 'book/04_optimal_policy', ('04.optimal_policy',),
+    Item('optimal_policy_product_text', 'concept', 'book/04_optimal_policy',
+         ('04.optimal_policy', '09.drgrpo_beta'),
          'In reinforcement learning, particularly for language model alignment, an optimal policy is '
          'defined to be proportional to the product of a reference policy and the exponential of a '
          'scaled reward function . The unnormalized probability for an output given an input is given '
@@ -237,7 +238,7 @@ ITEMS: dict[str, Item] = {item.key: item for item in (
          'proportional to the exponential of its reward score. If Output Y has a reward score that is '
          'exactly double the reward score of Output Z, it means the policy will assign exactly double '
          'the probability to Output Y compared to Output Z.'),
-    Item('small_beta_question', 'question', 'book/04_optimal_policy', ('04.small_beta',),
+    Item('small_beta_question', 'question', 'book/04_optimal_policy', ('04.small_beta', '09.std_scaling'),
          'A team is refining a text-generation model. The final probability of a generated text '
          'sequence is proportional to the product of its probability from an initial base model and an '
          "exponentiated reward score. The reward's influence is controlled by a scaling parameter, β, "

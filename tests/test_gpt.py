@@ -108,3 +108,27 @@ def test_too_long_sequences_and_bad_arguments_are_rejected():
 def test_bad_gpt_configs_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GPTConfig(**kwargs)
+
+
+@pytest.mark.parametrize("eos_step", [0, 3])
+def test_generation_stops_when_every_response_ended_and_draws_one_uniform_block_per_step(eos_step):
+    """The random stream a rollout consumes: one (B, vocab) block of uniforms per generated step, none after
+    the step where the last response ended (what keeps runs reproducible, on the CPU and with the overlapped
+    end-of-batch check on CUDA)."""
+    V, B = CFG.vocab_size, 5
+    # every id but <eos> (2) banned from step eos_step on: all responses end exactly there
+    m = _model(1, GPTConfig(**{**CFG.to_dict(), "banned_tokens": tuple(t for t in range(V) if t != 2)}))
+    free = _model(1)
+    prompts = torch.randint(3, V, (B, 4), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(7)
+    if eos_step:
+        gen_free = torch.Generator().manual_seed(7)
+        head, _, _ = generate(free, prompts, eos_step, eos_id=None, pad_id=0, generator=gen_free)
+        prompts = head  # eos_step tokens from an unconstrained model, then the forced <eos>
+        g.set_state(gen_free.get_state())
+    tokens, mask, _ = generate(m, prompts, 6, eos_id=2, pad_id=0, generator=g)
+    assert (tokens[:, prompts.shape[1]] == 2).all() and (tokens[:, prompts.shape[1] + 1:] == 0).all()
+    assert mask[:, 0].eq(1).all() and mask[:, 1:].eq(0).all()
+    expected = torch.Generator().manual_seed(7)
+    torch.rand((eos_step + 1) * B * V, generator=expected)  # eos_step free steps and the forced one
+    assert torch.equal(g.get_state(), expected.get_state())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import re
 import shutil
 from pathlib import Path
 
@@ -60,12 +61,67 @@ def test_notebooks_are_in_sync():
 
 def test_first_cell_is_the_colab_cell():
     want = colab_cell_source(repository_url(ROOT))
-    wrong = []
+    wrong, shown = [], []
     for path in repo_notebooks(*NOTEBOOK_DIRS):
         cells = read(path).cells
         if not cells or not is_colab_cell(cells[0]) or cells[0].source != want:
             wrong.append(str(path.relative_to(ROOT)))
+        elif "remove-cell" not in cells[0].metadata.get("tags", []):
+            shown.append(str(path.relative_to(ROOT)))
     assert not wrong, f"notebooks whose first cell is not the current Colab set-up cell: {wrong}"
+    # It runs first on Colab, but on the site it is plumbing above the title: myst-nb removes a remove-cell.
+    assert not shown, f"notebooks whose Colab cell is not tagged remove-cell (shown on the site): {shown}"
+
+
+# --- what a reader sees: no typed chapter numbers, code that fits the page ------------------------------
+
+# A chapter number typed in prose goes stale when chapters move (the sidebar numbers come from _toc.yml);
+# references are MyST roles ({doc}`04_optimal_policy`), whose link and number come from the build.
+TYPED_CHAPTER = re.compile(r"\b(?:chapters?|ch\.)[\s\-\u00a0]*\d+[a-z]?\b", re.IGNORECASE)
+MAX_CODE_LINE = 88  # what the site's code cells show at 1280 px without a scroll bar, and black's default
+
+
+@pytest.mark.parametrize("text, typed", [
+    ("as chapter 5 showed", True), ("Chapter 4 derives", True), ("chapters 4 and 5", True),
+    ("see ch. 3", True), ("the solved chapter-1 notebook", True), ("Chapter 3b", True),
+    ("as {doc}`04_optimal_policy` showed", False), ("this chapter's 3 runs", False),
+    ("{ref}`sec-chapter-intro`", False), ("two chapters, 3 figures", False),
+])
+def test_typed_chapter_pattern(text, typed):
+    assert bool(TYPED_CHAPTER.search(text)) is typed
+
+
+def _reader_texts() -> list[tuple[str, str]]:
+    """(where, text) for every cell of book/ and solutions/ notebooks, every .md page of book/, README.md."""
+    out = []
+    for path in repo_notebooks("book", "solutions"):
+        for i, cell in enumerate(read(path).cells):
+            out.append((f"{path.relative_to(ROOT)} cell {i}", cell.source))
+    for path in sorted((ROOT / "book").rglob("*.md")):
+        if not _hidden(path):
+            out.append((str(path.relative_to(ROOT)), path.read_text()))
+    out.append(("README.md", (ROOT / "README.md").read_text()))
+    return out
+
+
+def test_no_typed_chapter_numbers():
+    """exercises/ are generated from solutions/, so checking solutions/ covers them."""
+    found = [f"{where}: {m.group(0)!r}" for where, text in _reader_texts()
+             for m in TYPED_CHAPTER.finditer(text)]
+    assert not found, ("typed chapter numbers (use {doc}`NN_name` or {ref}; in README.md a link to the "
+                       "file):\n" + "\n".join(found))
+
+
+def test_code_lines_fit_the_page():
+    long = []
+    for path in repo_notebooks("book", "solutions"):
+        for i, cell in enumerate(read(path).cells):
+            if cell.cell_type != "code":
+                continue
+            for n, line in enumerate(cell.source.split("\n"), 1):
+                if len(line) > MAX_CODE_LINE:
+                    long.append(f"{path.relative_to(ROOT)} cell {i} line {n}: {len(line)} characters")
+    assert not long, f"code lines over {MAX_CODE_LINE} characters:\n" + "\n".join(long)
 
 
 def test_every_toc_entry_has_one_source():
@@ -252,3 +308,19 @@ def test_sync_repairs_a_copy(tmp_path):
     assert not orphan.exists()
     for p in stale:
         assert "YOUR CODE GOES HERE" not in p.read_text()
+
+
+@pytest.mark.parametrize("block, stub", [
+    # an answer too long for one `# SOLUTION` line keeps its name, so the check cell can read it
+    ("answer = {'a': 1,\n          'b': 2}", "answer = ..."),
+    ("    p = (1\n         + 2)", "    p = ..."),
+    # anything else is code to write
+    ("x = 1\ny = 2", "# YOUR CODE HERE\n..."),
+    ("x, y = 1, 2", "# YOUR CODE HERE\n..."),
+    ("return 3", "# YOUR CODE HERE\n..."),
+])
+def test_solution_block_stub(block, stub):
+    indent = block[: len(block) - len(block.lstrip())]
+    src = f"{indent}# BEGIN SOLUTION\n{block}\n{indent}# END SOLUTION\nprint('kept')"
+    want = "\n".join(indent + line if not line.startswith(indent) else line for line in stub.split("\n"))
+    assert notebooks.strip_solution_source(src) == want + "\nprint('kept')"

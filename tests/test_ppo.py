@@ -222,3 +222,101 @@ def test_minibatches_and_a_separate_value_model():
     assert not torch.equal(before, value_model.value_head.weight)  # and it is trained
     with pytest.raises(ValueError, match="value head"):
         PPOTrainer(cfg, policy, t.reference, t.reward_fn, t.prompts, eos_id=3, pad_id=0)
+
+
+# -- host-device sync audit: the sync-free paths compute exactly what the checked ones do ----------------
+
+
+def test_sync_free_minibatch_loss_equals_the_checked_loss_bit_for_bit():
+    """`_minibatch_loss` (used by the update) against `loss` (rl.clipped_policy_loss / clipped_value_loss)."""
+    t = _tiny_trainer(0.1, lr=3e-3)
+    b = t.score(*t.rollout())
+    t.update(b)  # the policy has moved since b was scored: ratios, clipping and value errors all nontrivial
+    for idx in (torch.arange(32), torch.randperm(32, generator=torch.Generator().manual_seed(1))[:8]):
+        loss, pg, vf, pg_stats, vf_stats, ent = t.loss(b, idx)
+        loss2, row = t._minibatch_loss(b, idx)
+        assert torch.equal(loss, loss2)
+        want = [pg.item(), vf.item(), pg_stats["clipfrac"], pg_stats["approx_kl"], vf_stats["vf_clipfrac"], ent]
+        assert row.tolist() == want
+    assert pg_stats["approx_kl"] > 0 and pg_stats["clipfrac"] > 0
+
+
+def test_ppo_losses_equal_rl_functions_on_random_inputs():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from rlhf_course.ppo import _ppo_losses
+    from rlhf_course.rl import clipped_policy_loss, clipped_value_loss
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.integers(0, 2**31 - 1), st.integers(1, 6), st.integers(1, 9), st.floats(0.05, 0.5),
+           st.floats(0.05, 2.0))
+    def check(seed, B, T, eps, vf_eps):
+        g = torch.Generator().manual_seed(seed)
+        x = [torch.randn(B, T, generator=g) for _ in range(6)]
+        lengths = torch.randint(1, T + 1, (B,), generator=g)
+        m = (torch.arange(T)[None] < lengths[:, None]).float()
+        logp, old_logp = x[0] * 0.3 - 2, x[1] * 0.3 - 2
+        pg, vf, cf, akl, vcf = _ppo_losses(logp, old_logp, x[2], x[3], x[4], x[5], m, eps, vf_eps)
+        pg_r, s_p = clipped_policy_loss(logp, old_logp, x[2], m, eps)
+        vf_r, s_v = clipped_value_loss(x[3], x[4], x[5], m, vf_eps)
+        assert torch.equal(pg, pg_r) and torch.equal(vf, vf_r)
+        assert [cf.item(), akl.item(), vcf.item()] == [s_p["clipfrac"], s_p["approx_kl"], s_v["vf_clipfrac"]]
+
+    check()
+
+
+def test_distinct_share_equals_a_loop_over_rows():
+    from rlhf_course.ppo import _distinct_share
+
+    rng = np.random.default_rng(0)
+    resp = rng.integers(0, 7, size=(200, 12))
+    lengths = rng.integers(0, 13, size=200).astype(np.float32)  # 0: an empty response (share 0)
+    loop = np.array([len(set(r[:int(n)].tolist())) / max(1, int(n)) for r, n in zip(resp, lengths)])
+    assert np.array_equal(_distinct_share(resp, lengths), loop)
+
+
+def test_explained_variance_is_nan_when_returns_do_not_vary():
+    from rlhf_course.ppo import _explained_variance
+
+    m = torch.ones(2, 3)
+    assert math.isnan(float(_explained_variance(torch.randn(2, 3), torch.full((2, 3), 0.5), m)))
+    r = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 4.0]])
+    assert float(_explained_variance(r, r, m)) == 1.0
+    assert float(_explained_variance(torch.zeros(2, 3), r, m)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_precision_override_and_compile_flag():
+    from rlhf_course.device import autocast_dtype, precision
+    from rlhf_course.runs import grad_scaler
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu) is None and not grad_scaler(cpu).is_enabled()
+    with precision("fp16"):
+        assert autocast_dtype(cpu) == torch.float16 and grad_scaler(cpu).is_enabled()
+        with precision("fp32"):
+            assert autocast_dtype(cpu) is None
+        with precision("bf16"):
+            assert autocast_dtype(cpu) == torch.bfloat16 and not grad_scaler(cpu).is_enabled()
+    assert autocast_dtype(cpu) is None  # restored
+    with pytest.raises(ValueError, match="precision"):
+        with precision("fp8"):
+            pass
+    t = _tiny_trainer(0.1)
+    with pytest.raises(TypeError, match="compile"):
+        PPOTrainer(t.cfg, t.policy, t.reference, t.reward_fn, t.prompts, eos_id=3, pad_id=0, compile="yes")
+
+
+def test_device_check_cpu_parts_pass():
+    """benchmarks/device_check.py --quick: its CPU parts (CPU against CPU exactly, float16 with the grad scaler,
+    resume bit for bit, the speed code at reduced sizes) run and pass; its exit status is what CI sees."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "device_check.py"
+    spec = importlib.util.spec_from_file_location("device_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--quick"]) == 0
+    rep = mod.Report()
+    assert not rep.check(False, "a failing check is recorded") and rep.failures  # the exit status can be 1

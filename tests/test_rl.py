@@ -302,3 +302,125 @@ def test_validation_errors():
     with pytest.raises(ValueError, match="n_steps"):
         c.update(8.0, -1)
     assert c.beta == 0.1  # failed updates leave beta alone
+
+
+# --- issue 14: -inf on padding; issue 10: group advantages, aggregation, KL in the loss ---------------
+
+def test_kl_penalized_rewards_neg_inf_on_padding_gives_zero_not_nan():
+    score = torch.tensor([1.0])
+    logp = torch.tensor([[-1.0, -1.0, 0.0]])
+    ref = torch.tensor([[-1.05, -0.95, -math.inf]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    rewards, lr = rl.kl_penalized_rewards(score, logp, ref, mask, beta=1.0)
+    assert not torch.isnan(rewards).any() and not torch.isnan(lr).any()
+    assert rewards[0, 2].item() == 0.0 and lr[0, 2].item() == 0.0
+    assert torch.allclose(rewards[0, :2], torch.tensor([-0.05, 1.05]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 6), st.floats(0.0, 2.0), st.integers(0, 2**31 - 1))
+def test_kl_penalized_rewards_bit_identical_to_old_formula_on_finite_inputs(b, t, beta, seed):
+    g = torch.Generator().manual_seed(seed)
+    logp = -torch.rand(b, t, generator=g) * 3
+    ref = -torch.rand(b, t, generator=g) * 3
+    lengths = torch.randint(1, t + 1, (b,), generator=g)
+    mask = (torch.arange(t)[None, :] < lengths[:, None]).float()
+    score = torch.randn(b, generator=g)
+    rewards, lr = rl.kl_penalized_rewards(score, logp, ref, mask, beta)
+    old_lr = (logp - ref) * mask  # the formula before the fix
+    old = (-beta * old_lr).scatter_add(1, (lengths - 1)[:, None], score[:, None]) * mask
+    assert torch.equal(lr, old_lr) and torch.equal(rewards, old)
+
+
+def _loop_advantages(r, G, center, scale, eps):
+    out = []
+    for k in range(0, len(r), G):
+        grp = [float(x) for x in r[k:k + G]]
+        m = sum(grp) / G
+        sd = math.sqrt(sum((x - m) ** 2 for x in grp) / (G - 1)) if G > 1 else 0.0
+        for i, x in enumerate(grp):
+            if center == "mean":
+                a = x - m
+            elif center == "loo":
+                a = x - (sum(grp) - x) / (G - 1)
+            else:
+                a = x
+            if scale == "std":
+                a = 0.0 if (sd == 0 and center != "none") else a / (sd + eps)
+            out.append(a)
+    return out
+
+
+@pytest.mark.parametrize("center", ["mean", "loo", "none"])
+@pytest.mark.parametrize("scale", ["std", "none"])
+def test_group_advantages_match_loops(center, scale):
+    r = torch.tensor([1.0, 2.0, 4.0, 0.5, 0.5, 0.5, -1.0, 3.0, 0.0], dtype=torch.float64)
+    got = rl.group_advantages(r, 3, center=center, scale=scale)
+    want = _loop_advantages(r.tolist(), 3, center, scale, 1e-6)
+    assert np.allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
+    assert torch.isfinite(got).all()
+    # numpy in, numpy out
+    assert isinstance(rl.group_advantages(r.numpy(), 3, center=center, scale=scale), np.ndarray)
+
+
+def test_group_advantages_std_is_torch_std():
+    r = torch.tensor([1.0, 2.0, 4.0, 7.0], dtype=torch.float64)
+    got = rl.group_advantages(r, 4, scale="std", eps=0.0)
+    assert torch.allclose(got, (r - r.mean()) / torch.std(r))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 6), st.integers(1, 4), st.integers(0, 2**31 - 1), st.sampled_from(["std", "none"]))
+def test_mean_centred_advantages_sum_to_zero_per_group(G, n, seed, scale):
+    r = torch.randn(n * G, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    a = rl.group_advantages(r, G, center="mean", scale=scale)
+    assert torch.allclose(a.reshape(n, G).sum(1), torch.zeros(n, dtype=torch.float64), atol=1e-9)
+
+
+def test_group_advantages_reject_bad_arguments():
+    r = torch.ones(6)
+    with pytest.raises(ValueError):
+        rl.group_advantages(r, 4)
+    with pytest.raises(ValueError):
+        rl.group_advantages(r, 1, center="loo", scale="none")
+    with pytest.raises(ValueError):
+        rl.group_advantages(r, 3, center="median")
+    with pytest.raises(ValueError):
+        rl.group_advantages(r, 3, scale="mad")
+    with pytest.raises(ValueError):
+        rl.group_advantages(torch.tensor([1.0, float("nan")]), 2)
+
+
+def test_aggregate_loss_modes_against_loops():
+    loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    assert rl.aggregate_loss(loss, mask, "token-mean").item() == pytest.approx((1 + 2 + 3 + 4) / 4)
+    assert rl.aggregate_loss(loss, mask, "seq-mean-token-mean").item() == pytest.approx((2 + 4) / 2)
+    assert rl.aggregate_loss(loss, mask, "seq-mean-token-sum-norm", max_len=5).item() == pytest.approx(
+        (6 / 5 + 4 / 5) / 2)
+    assert rl.aggregate_loss(loss, mask, "seq-mean-token-sum-norm").item() == pytest.approx((6 / 3 + 4 / 3) / 2)
+    with pytest.raises(ValueError):
+        rl.aggregate_loss(loss, mask, "sum")
+    with pytest.raises(ValueError):
+        rl.aggregate_loss(loss, mask, "seq-mean-token-sum-norm", max_len=0)
+
+
+def test_kl_loss_terms_values_and_ratio():
+    logp = torch.tensor([[-1.0, -2.0]], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([[-1.5, -1.0]], dtype=torch.float64)
+    old = torch.tensor([[-1.2, -2.0]], dtype=torch.float64)
+    x = (logp - ref).detach()
+    assert torch.allclose(rl.kl_loss_terms(logp, ref, "k1"), x)
+    assert torch.allclose(rl.kl_loss_terms(logp, ref, "k2"), x ** 2 / 2)
+    k3 = torch.exp(-x) - 1 + x
+    assert torch.allclose(rl.kl_loss_terms(logp, ref, "k3"), k3)
+    assert torch.allclose(rl.kl_loss_terms(logp, ref, "k3-ratio", old_logp=old),
+                          torch.exp(logp.detach() - old) * k3)
+    # on-policy (old = logp) the ratio is 1 and k3-ratio equals k3 in value
+    assert torch.allclose(rl.kl_loss_terms(logp, ref, "k3-ratio", old_logp=logp.detach()), k3)
+    rl.kl_loss_terms(logp, ref, "k2").sum().backward()
+    assert torch.allclose(logp.grad, x)  # d/dlogp of x^2/2
+    with pytest.raises(ValueError):
+        rl.kl_loss_terms(logp, ref, "k3-ratio")
+    with pytest.raises(ValueError):
+        rl.kl_loss_terms(logp, ref, "k4")

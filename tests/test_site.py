@@ -7,11 +7,20 @@ with HTTP 200, without console errors, page errors or failed requests; MathJax h
 no raw TeX is left; every image has loaded; a notebook page has a Colab link to its own ``.ipynb`` under the
 repository URL of ``_config.yml``; a page with a widget gets the widget manager from the site itself.
 A static scan checks that no built HTML page or stylesheet loads anything from another host.
+
+What a reader meets: the chapter numbers in the sidebar and in each page's title agree with the file names
+(``book/04_*`` is chapter 4); the first thing on every page is its title (the Colab set-up cell is removed
+from the site); no output area is a blank space (taller than 40 px with nothing visible in it). A screenshot
+of every page's first screen is saved in ``_build/screenshots/`` (next to the site; ignored by git) to look at.
+
+``RLHF_COURSE_SITE`` names another built site (its ``html`` folder), e.g. a private build made with
+``jupyter-book build . --path-output /tmp/x``: ``RLHF_COURSE_SITE=/tmp/x/_build/html``.
 """
 from __future__ import annotations
 
 import functools
 import html.parser
+import os
 import re
 import shutil
 import subprocess
@@ -26,7 +35,9 @@ import yaml
 from sphinx_external_toc.parsing import parse_toc_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SITE = ROOT / "_build" / "html"
+SITE = Path(os.environ.get("RLHF_COURSE_SITE") or ROOT / "_build" / "html").resolve()
+SCREENSHOTS = SITE.parent / "screenshots"   # _build/ is in .gitignore
+BLANK_OUTPUT_PX = 40                        # an output area this tall must show something
 CHROMIUM = Path("/usr/bin/chromium")
 # Launch flags that work on the project's machines (TOOLCHAIN.md, "A real browser").
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -52,6 +63,30 @@ def _toc_pages() -> list[tuple[str, Path]]:
 
 
 PAGES = _toc_pages()
+
+
+def _toc_numbers() -> dict[str, str]:
+    """docname -> the number the build gives its page, from the numbered part of ``_toc.yml``: "4" for a
+    chapter; "3.*" for a page in a chapter's ``sections`` (Sphinx numbers it after the chapter's own sections,
+    so only its chapter part is fixed)."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    numbers: dict[str, str] = {}
+
+    def walk(entries, prefix):
+        for i, entry in enumerate(entries or [], 1):
+            number = f"{prefix}{i}" if not prefix else f"{prefix}*"
+            if "file" in entry:
+                numbers[str(entry["file"]).removesuffix(".ipynb").removesuffix(".md")] = number
+            walk(entry.get("sections"), f"{number}.")
+
+    numbered = [part for part in toc.get("parts", []) if part.get("numbered")]
+    assert len(numbered) <= 1, "more than one numbered part: each toctree would count from 1 again"
+    for part in numbered:
+        walk(part.get("chapters"), "")
+    return numbers
+
+
+CHAPTER_NUMBERS = _toc_numbers()
 
 
 def colab_link(docname: str) -> str:
@@ -81,6 +116,7 @@ def _is_remote(url: str) -> bool:
 def site() -> Path:
     """The built site; built here (``jupyter-book build . -W``) when ``make`` has not built it already."""
     if not (SITE / "index.html").is_file():
+        assert not os.environ.get("RLHF_COURSE_SITE"), f"RLHF_COURSE_SITE={SITE} has no index.html"
         exe = Path(sys.executable).with_name("jupyter-book")
         cmd = [str(exe) if exe.exists() else (shutil.which("jupyter-book") or "jupyter-book"),
                "build", str(ROOT), "-W"]
@@ -275,6 +311,102 @@ def test_images_load(visit, docname):
 NOTEBOOK_PAGES = [d for d, src in PAGES if src.suffix == ".ipynb"]
 
 
+# --- what a reader meets: numbers that agree, the title first, no blank space --------------------------
+
+def test_chapter_numbers_agree_with_file_names():
+    """``book/04_x`` is chapter 4 in the sidebar: a page whose file name does not start with its chapter's
+    number (``03b_case_studies``) must be a section of that chapter, not a chapter of its own."""
+    assert CHAPTER_NUMBERS, "_toc.yml has no numbered part"
+    wrong = []
+    for doc, number in CHAPTER_NUMBERS.items():
+        m = re.match(r"(\d+)([a-z]*)_", Path(doc).name)
+        if not m:
+            continue
+        chapter = number.split(".")[0]
+        if int(m.group(1)) != int(chapter) or (m.group(2) and "." not in number) or (
+                not m.group(2) and "." in number):
+            wrong.append(f"{doc} is numbered {number}")
+    assert not wrong, f"chapter numbers that disagree with the file names: {wrong}"
+
+
+def _shows_number(text: str, number: str) -> bool:
+    """Whether a title as printed ("4. The optimal policy", "3.9. Case studies") carries ``number``."""
+    pattern = re.escape(number).replace(r"\*", r"\d+") + r"\. "
+    return re.match(pattern, text) is not None
+
+
+_SIDEBAR = """() => Array.from(document.querySelectorAll("nav.bd-links a.reference.internal, .bd-sidebar a.reference"))
+  .map(a => ({href: a.getAttribute("href"), text: a.textContent.trim()}))"""
+
+
+def test_sidebar_and_titles_show_the_chapter_numbers(visit):
+    """The numbers the build prints (sidebar links, each page's title) are those of _toc.yml."""
+    links = visit(PAGES[0][0]).page.evaluate(_SIDEBAR)
+    wrong, seen = [], set()
+    for link in links:
+        doc = "book/" + link["href"].split("#")[0].removesuffix(".html").lstrip("./").removeprefix("book/")
+        if doc in CHAPTER_NUMBERS and "#" not in link["href"]:
+            seen.add(doc)
+            if not _shows_number(link["text"], CHAPTER_NUMBERS[doc]):
+                wrong.append(f"sidebar: {link['text']!r} should be number {CHAPTER_NUMBERS[doc]}")
+    missing = sorted(set(CHAPTER_NUMBERS) - seen)
+    assert not missing, f"numbered pages missing from the sidebar of the root page: {missing}; links: {links}"
+    for doc, number in CHAPTER_NUMBERS.items():
+        # The article's h1 (the theme also prints a bare title for print media, before it).
+        title = visit(doc).page.eval_on_selector("article.bd-article h1", "h => h.textContent.trim()")
+        if not _shows_number(title, number):
+            wrong.append(f"{doc}: title {title!r} should be number {number}")
+    assert not wrong, "\n".join(wrong)
+
+
+_FIRST_THING = """() => {
+  const root = document.querySelector("article.bd-article") || document.querySelector("main");
+  const sel = "h1, h2, p, div.cell, pre, img, table, ul, ol, figure, div.admonition, div.proof";
+  const first = Array.from(root.querySelectorAll(sel)).find(e => e.getClientRects().length > 0);
+  return first ? {tag: first.tagName, cls: first.className, text: first.textContent.trim().slice(0, 120)}
+               : null;
+}"""
+
+
+@pytest.mark.parametrize("docname", [d for d, _ in PAGES])
+def test_page_opens_with_its_title(visit, docname):
+    """No set-up cell (or anything else) above the title; the first screen is saved for a person to look at."""
+    v = visit(docname)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SCREENSHOTS / f"{docname.replace('/', '__')}.png"
+    v.page.evaluate("() => window.scrollTo(0, 0)")
+    v.page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 1000, f"{docname}: the screenshot {shot} is empty"
+    first = v.page.evaluate(_FIRST_THING)
+    assert first is not None, f"{docname}: nothing visible in the page's article"
+    assert first["tag"] == "H1", f"{docname}: the page opens with {first}, not with its title"
+
+
+_BLANK_OUTPUTS = """(limit) => {
+  const media = "img, svg, canvas, video, iframe, input, select, button, textarea, mjx-container, table";
+  const bad = [];
+  for (const e of document.querySelectorAll("div.cell_output, div.cell_output > *")) {
+    const r = e.getBoundingClientRect();
+    if (r.height <= limit) continue;
+    if ((e.innerText || "").trim() || e.matches(media) || e.querySelector(media)) continue;
+    bad.push({cls: e.className, height: Math.round(r.height), html: e.outerHTML.slice(0, 240)});
+  }
+  return bad;
+}"""
+
+
+@pytest.mark.parametrize("docname", [d for d, _ in PAGES])
+def test_no_blank_output_areas(visit, docname):
+    """A removed stderr or a closed progress bar must not leave an empty box on the page."""
+    v = visit(docname)
+    if v.page.locator("script[type='application/vnd.jupyter.widget-view+json']").count():
+        # The widget manager replaces each widget-view script by the widget: measure after it has.
+        v.page.wait_for_selector(".jupyter-widgets", state="attached", timeout=LOAD_TIMEOUT_MS)
+        v.page.wait_for_timeout(500)
+    blank = v.page.evaluate(_BLANK_OUTPUTS, BLANK_OUTPUT_PX)
+    assert not blank, f"{docname}: output areas taller than {BLANK_OUTPUT_PX} px with nothing visible: {blank}"
+
+
 def test_chapters_are_notebooks():
     """Colab opens .ipynb files only: the book's chapters must be notebooks to get a working launch button."""
     assert NOTEBOOK_PAGES, "no page of _toc.yml is a notebook, so no page has a Colab launch button"
@@ -364,3 +496,63 @@ def test_built_css_loads_nothing_from_other_hosts(site):
         if remote:
             offsite[str(css.relative_to(site))] = sorted(set(remote))
     assert not offsite, f"stylesheets that would load from other hosts: {offsite}"
+
+
+def test_blank_output_measure_catches_an_empty_box(visit):
+    """The measurement above is not vacuous: an empty output area added to a page is reported."""
+    v = visit(PAGES[0][0])
+    v.page.evaluate("""() => {
+      const d = document.createElement("div");
+      d.className = "cell_output"; d.id = "planted-blank"; d.style.height = "100px";
+      (document.querySelector("article.bd-article") || document.body).appendChild(d);
+    }""")
+    try:
+        blank = v.page.evaluate(_BLANK_OUTPUTS, BLANK_OUTPUT_PX)
+    finally:
+        v.page.evaluate("() => document.getElementById('planted-blank').remove()")
+    assert [b for b in blank if "planted-blank" in b["html"]], blank
+
+
+def test_offline_extension_drops_blank_outputs():
+    """book/_ext/offline.py removes what would be blank on the page: a widget view whose widget was closed
+    (a tqdm bar with leave=False) or hidden, and output areas left empty (a removed stderr); it keeps the rest."""
+    import json
+    import types
+
+    from docutils import nodes
+
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        import offline
+    finally:
+        sys.path.pop(0)
+
+    def view(model_id):
+        body = json.dumps(json.dumps({"version_major": 2, "version_minor": 0, "model_id": model_id}))
+        return nodes.raw("", f'<script type="{offline.WIDGET_VIEW}">{body}</script>', format="html")
+
+    def cell(*outputs):
+        c = nodes.container(classes=["cell"])
+        c += nodes.container("", nodes.literal_block("x = 1", "x = 1"), classes=["cell_input"])
+        out = nodes.container(classes=["cell_output"])
+        for o in outputs:
+            out += o
+        c += out
+        return c
+
+    state = {"shown": {"state": {"layout": "IPY_MODEL_l1"}}, "l1": {"state": {}},
+             "hidden": {"state": {"layout": "IPY_MODEL_l2"}}, "l2": {"state": {"visibility": "hidden"}}}
+    doc = nodes.section()
+    doc += cell(view("shown"))
+    doc += cell(view("closed"))                       # not in the saved state: can never be drawn
+    doc += cell(view("hidden"))
+    doc += cell()                                      # its only output (stderr) was removed
+    doc += cell(nodes.literal_block("printed", "printed"))
+    env = types.SimpleNamespace(nb_metadata={"page": {"js_files": {"ipywidgets_state": (
+        None, {"body": json.dumps({"version_major": 2, "state": state})})}}})
+    offline._drop_blank_outputs(types.SimpleNamespace(env=env), doc, "page")
+    outputs = [c for c in doc.findall(nodes.container) if "cell_output" in c["classes"]]
+    kept = [o.astext() for o in outputs]
+    assert len(outputs) == 2, kept
+    assert "shown" in kept[0] and kept[1] == "printed"
+    assert len([c for c in doc.findall(nodes.container) if "cell" in c["classes"]]) == 5  # inputs stay

@@ -402,7 +402,11 @@ def sanitize_record(kind: str, rec: dict) -> dict:
     if status == "ok" and kind == "function":
         results = rec.get("results")
         if isinstance(results, list) and len(results) == 1:
-            return {"status": "ok", "results": [_case_result(results[0])]}
+            out = {"status": "ok", "results": [_case_result(results[0])]}
+            hit = rec.get("delegated")
+            if isinstance(hit, list) and hit and all(isinstance(h, str) for h in hit):
+                out["delegated"] = [h[:200] for h in hit[:8]]
+            return out
     elif status == "ok" and valid_plain(rec.get("value")):
         return {"status": "ok", "value": rec["value"]}
     return {"status": "error", "message": "the grader could not read the answer's value"}
@@ -571,11 +575,13 @@ class Session:
                     return {"status": "error", "message": self._answer_failure(q, exc)}
                 return self._with_reason(q, cell, sanitize_record("value", rec))
             results = []
+            delegated: set[str] = set()  # the guarded package functions the answer reached (checks.grade)
             cases = case_payload(q)
             for k, case in enumerate(cases):
                 self.ensure_worker()
                 try:
-                    rec = self._request({"op": "collect", "name": q.name, "kind": "function", "args": case["args"]})
+                    rec = self._request({"op": "collect", "name": q.name, "kind": "function", "args": case["args"],
+                                         "guards": list(q.guards)})
                 except WorkerFailure as exc:
                     why = self._answer_failure(q, exc)
                     label = "TimeoutError" if exc.kind == "timeout" else "ProcessCrash"
@@ -588,7 +594,12 @@ class Session:
                 if rec["status"] != "ok":
                     return self._with_reason(q, cell, rec)
                 results.append(rec["results"][0])
-            return {"status": "ok", "results": results}
+                delegated.update(h for h in rec.get("delegated", ())
+                                 if h in {g.removeprefix("rlhf_course.") for g in q.guards})
+            out = {"status": "ok", "results": results}
+            if delegated:
+                out["delegated"] = sorted(delegated)
+            return out
         except (_OutOfTime, _OutOfRestarts) as exc:
             if isinstance(exc, _OutOfTime):
                 self.graded.add_status("total-timeout")

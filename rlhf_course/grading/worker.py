@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
                 if name not in ns:
                     reply = {"status": "not-defined"}
                 elif msg["kind"] == "function":
-                    reply = collect_cases(ns[name], [{"args": msg["args"]}])
+                    reply = collect_cases(ns[name], [{"args": msg["args"]}], msg.get("guards", ()))
                 else:
                     reply = {"status": "ok", "value": to_plain(ns[name])}
             except BaseExc as exc:

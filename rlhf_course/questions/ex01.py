@@ -16,6 +16,7 @@ QUESTIONS = [
         title="the per-sample penalty log pi(y) - log pi_ref(y)",
         name="penalty",
         reference=log_ratio,
+        guards=("rlhf_course.kl.log_ratio",),
         cases=(
             Case("policies agree", ([-0.5, -1.2, -3.0], [-0.5, -1.2, -3.0])),
             Case("policy more likely than reference", ([-0.1], [-2.3])),
@@ -69,6 +70,7 @@ QUESTIONS = [
         title="exact KL(p || q) between categorical distributions",
         name="kl_divergence",
         reference=kl_divergence,
+        guards=("rlhf_course.kl.kl_divergence",),
         cases=(
             Case("identical distributions", ([0.2, 0.3, 0.5], [0.2, 0.3, 0.5])),
             Case("p=[.98,.01,.01], q=[.01,.01,.98] (0.97 ln 98)", ([0.98, 0.01, 0.01], [0.01, 0.01, 0.98])),
@@ -108,6 +110,7 @@ QUESTIONS = [
         title="the k3 estimator, computed stably",
         name="k3",
         reference=k3,
+        guards=("rlhf_course.kl.k3",),
         cases=(
             Case("log r = 1 gives e - 2", ([-2.0], [-1.0])),
             Case("several samples", ([-0.3, -1.5, -2.2], [-0.9, -1.1, -2.2])),

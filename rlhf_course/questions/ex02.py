@@ -54,6 +54,7 @@ QUESTIONS = [
         title="token log-probabilities from logits, with a temperature",
         name="token_logprobs",
         reference=token_logprobs,
+        guards=("rlhf_course.sequences.token_logprobs",),
         cases=(
             Case("one position, softmax([0, ln 3]) = [1/4, 3/4]", ([[0.0, _LN3]], [1], 1.0)),
             Case("three positions", ([[0.0, _LN3], [2.0, 0.0], [0.0, 0.0]], [0, 0, 1], 1.0),
@@ -84,6 +85,7 @@ QUESTIONS = [
         title="the masked sequence penalty sum_t m_t (log pi - log pi_ref)",
         name="sequence_penalty",
         reference=sequence_penalty,
+        guards=("rlhf_course.sequences.sequence_penalty",),
         cases=(
             Case("one sequence, no padding", ([-0.1, -0.2, -1.0], [-0.3, -0.5, -1.0], [1, 1, 1])),
             Case("a batch of two, no padding",

@@ -44,6 +44,7 @@ QUESTIONS = [
         title="the optimal policy pi* = pi_ref exp(r / beta) / Z, computed stably",
         name="optimal_policy",
         reference=optimal_policy,
+        guards=("rlhf_course.objective.optimal_policy",),
         cases=(
             Case("the course's reference problem", (_REF, _R, 1.0)),
             Case("equal rewards give back pi_ref", ([0.2, 0.3, 0.5], [2.0, 2.0, 2.0], 0.7),
@@ -70,6 +71,7 @@ QUESTIONS = [
         title="the optimal value beta log Z",
         name="optimal_value",
         reference=optimal_value,
+        guards=("rlhf_course.objective.optimal_value",),
         cases=(
             Case("the course's reference problem (0.549691)", (_REF, _R, 1.0)),
             Case("equal rewards c: the value is c", ([0.2, 0.3, 0.5], [2.0, 2.0, 2.0], 0.7),

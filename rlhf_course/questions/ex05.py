@@ -56,6 +56,7 @@ QUESTIONS = [
         title="generalized advantage estimation over padded responses",
         name="gae",
         reference=gae_reference,
+        guards=("rlhf_course.rl.gae",),
         cases=(
             Case("rewards [0, 0, 1], values 0.5, gamma 1, lambda 0.95 (advantages 0.45125, 0.475, 0.5)",
                  ([[0.0, 0.0, 1.0]], [[0.5, 0.5, 0.5]], [[1.0, 1.0, 1.0]], 1.0, 0.95)),
@@ -85,6 +86,7 @@ QUESTIONS = [
         title="PPO's clipped surrogate loss",
         name="clipped_loss",
         reference=clipped_loss_reference,
+        guards=("rlhf_course.rl.clipped_policy_loss",),
         cases=(
             Case("one token, ratio 1.1 inside the range", ([[-0.9046898]], [[-1.0]], [[1.0]], [[1.0]], 0.2)),
             Case("A > 0 and ratio 1.5: clipped at 1 + eps", ([[-0.5945349]], [[-1.0]], [[1.0]], [[1.0]], 0.2),
@@ -112,6 +114,7 @@ QUESTIONS = [
         title="the KL-penalized per-token rewards of padded responses",
         name="kl_rewards",
         reference=kl_rewards_reference,
+        guards=("rlhf_course.rl.kl_penalized_rewards",),
         cases=(
             Case("one response of three tokens", ([2.0], [[-0.5, -1.0, -0.2]], [[-0.7, -0.9, -0.9]],
                                                   [[1.0, 1.0, 1.0]], 0.1)),

@@ -59,6 +59,7 @@ QUESTIONS = [
         title="the DPO loss from sequence log-probabilities",
         name="dpo_loss",
         reference=dpo_loss,
+        guards=("rlhf_course.dpo.dpo_loss",),
         cases=(
             Case("at initialization (pi = pi_ref) the loss is log 2",
                  ([-3.0, -7.5, -0.2], [-5.0, -9.5, -2.2], [-3.0, -7.5, -0.2], [-5.0, -9.5, -2.2], 0.1),
