@@ -12,6 +12,9 @@ Prints, as medians over the repeats:
   it is ready) with Linux namespaces and with resource limits only, and one submission graded end to end
   in each mode.
 
+Every submission is graded as ``rlhf-course grade`` grades it: with the delegation guards watching the code
+questions' cases and the hidden cases (seed 1) run after the public ones.
+
 Anchors measured on this machine kind (the course's toolchain notes): otter-grader 7.0 took 8-10 s per
 submission, nbgrader 0.9 about 1.7 s per submission, serially. Timings vary by about 15% run to run on
 these machines, more when other work shares the cores: compare medians.
@@ -78,7 +81,7 @@ def main() -> int:
         for i in range(args.copies):
             shutil.copy(args.notebook, subs / f"student_{i:03d}.ipynb")
         (bad / "not_a_notebook.ipynb").write_text("not a notebook")
-        common = ["--quiet", "--jobs", str(args.jobs)]
+        common = ["--quiet", "--jobs", str(args.jobs), "--seed", "1"]  # the same hidden cases in every run
 
         fixed, batch = [], []
         for r in range(args.repeats):

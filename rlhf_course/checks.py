@@ -16,7 +16,10 @@ the same checks drive both the self-check and the instructor's grader:
 from __future__ import annotations
 
 import math
+import sys
+import threading
 import traceback
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -148,17 +151,26 @@ def _error(exc: BaseException) -> dict:
     return {"error": f"{type(exc).__name__}: {exc}"[:MAX_STR], "error_types": names}
 
 
-def _guarded_codes(guards: tuple[str, ...] | list[str]) -> dict:
-    """Map the code object of each guarded package function to its short name (``"kl.kl_divergence"``)."""
+def _short(dotted: str) -> str:
+    return dotted.removeprefix("rlhf_course.")
+
+
+def guard_codes(guards: tuple[str, ...] | list[str]) -> dict:
+    """Map each guarded package function's dotted name to its code object.
+
+    A function wrapped by a decorator that keeps ``__wrapped__`` is watched through the function inside.
+    The worker calls this before any student code runs, so that a notebook that later rebinds
+    ``rlhf_course.kl.kl_divergence`` cannot make the watch look at the wrong code.
+    """
     import importlib
 
-    codes = {}
+    table = {}
     for dotted in guards:
         module, _, attr = dotted.rpartition(".")
         fn = getattr(importlib.import_module(module), attr)
         fn = getattr(fn, "__wrapped__", fn)
-        codes[fn.__code__] = dotted.removeprefix("rlhf_course.")
-    return codes
+        table[dotted] = fn.__code__
+    return table
 
 
 def delegation_message(names: list[str]) -> str:
@@ -166,42 +178,11 @@ def delegation_message(names: list[str]) -> str:
     return "; ".join(f"this answer calls the course's own `{n}`; the exercise is to write it" for n in names)
 
 
-def collect_cases(answer: Any, cases: list[dict], guards: tuple[str, ...] | list[str] = ()) -> dict:
-    """Call a function answer on each case's ``args`` (plain data); return the results as plain data.
+GUARD_OFF_MESSAGE = ("this answer changed the interpreter's profile hook while it ran, which the check for calls "
+                     "into the course's own functions needs; it cannot be scored")
 
-    ``cases`` are ``{"args": [...]}`` dicts, as the grader sends them. Each result is
-    ``{"value": to_plain(result)}`` or ``{"error": ..., "error_types": [...]}``.
 
-    ``guards`` name the package functions the question asks the student to write. While the cases run,
-    a profile hook records every call into their *code objects*. Watching the code rather than replacing
-    the function catches every route to it: a direct call, a wrapper, a lambda, ``functools.partial``, an
-    import under another name made before the check, ``getattr(importlib.import_module(...), ...)``, since
-    all of them end up executing the same code. The functions still compute as usual, so package helpers
-    built on them stay usable elsewhere; the record lands in ``"delegated"``.
-    """
-    if answer is Ellipsis or answer is None:
-        return {"status": "missing"}
-    if not callable(answer):
-        return {"status": "not-callable", "type": type(answer).__qualname__[:200]}
-    if guards:
-        import sys
-
-        codes = _guarded_codes(guards)
-        hit: list[str] = []
-
-        def watch(frame, event, arg):
-            if event == "call" and frame.f_code in codes and codes[frame.f_code] not in hit:
-                hit.append(codes[frame.f_code])
-
-        previous = sys.getprofile()
-        sys.setprofile(watch)
-        try:
-            record = collect_cases(answer, cases)
-        finally:
-            sys.setprofile(previous)
-        if hit:
-            record["delegated"] = sorted(hit)
-        return record
+def _run_cases(answer: Any, cases: list[dict]) -> list[dict]:
     results = []
     for case in cases:
         try:
@@ -209,7 +190,101 @@ def collect_cases(answer: Any, cases: list[dict], guards: tuple[str, ...] | list
             results.append({"value": to_plain(value)})
         except Exception as exc:  # the student's exception is data, not our failure
             results.append(_error(exc))
-    return {"status": "ok", "results": results}
+    return results
+
+
+def collect_cases(answer: Any, cases: list[dict], guards: tuple[str, ...] | list[str] = (),
+                  codes: dict | None = None, *, _run=_run_cases, _setprofile=sys.setprofile,
+                  _getprofile=sys.getprofile, _thread_setprofile=threading.setprofile,
+                  _thread_getprofile=getattr(threading, "getprofile", lambda: None)) -> dict:
+    """Call a function answer on each case's ``args`` (plain data); return the results as plain data.
+
+    ``cases`` are ``{"args": [...]}`` dicts, as the grader sends them. Each result is
+    ``{"value": to_plain(result)}`` or ``{"error": ..., "error_types": [...]}``.
+
+    ``guards`` name the package functions the question asks the student to write (``codes``: their code
+    objects, from :func:`guard_codes`, resolved earlier). While the cases run, a profile hook records every
+    call into those *code objects*. Watching the code rather than replacing the function catches every
+    route to it: a direct call, a wrapper, a lambda, ``functools.partial``, an import under another name
+    made before the check, ``getattr(importlib.import_module(...), ...)``, since all of them end up
+    executing the same code. The functions still compute as usual, so package helpers built on them stay
+    usable elsewhere; the record lands in ``"delegated"``. An answer that replaces the hook while it runs
+    is recorded as ``"guard_off"``. The keyword-only defaults are bound when this module is imported, so
+    that a notebook that rebinds ``sys.setprofile`` or this module's helpers changes nothing here.
+    """
+    if answer is Ellipsis or answer is None:
+        return {"status": "missing"}
+    if not callable(answer):
+        return {"status": "not-callable", "type": type(answer).__qualname__[:200]}
+    if not guards:
+        return {"status": "ok", "results": _run(answer, cases)}
+    table = dict(codes or {})
+    missing = [g for g in guards if g not in table]
+    if missing:
+        table.update(guard_codes(missing))
+    watched = {id(table[g]): _short(g) for g in guards}
+    keep = [table[g] for g in guards]  # the code objects stay alive while their ids are watched
+    hit: list[str] = []
+
+    def watch(frame, event, arg):
+        if event == "call":
+            name = watched.get(id(frame.f_code))
+            if name is not None and name not in hit:
+                hit.append(name)
+
+    previous, previous_thread = _getprofile(), _thread_getprofile()
+    _thread_setprofile(watch)  # threads the answer starts are watched too
+    _setprofile(watch)
+    try:
+        results = _run(answer, cases)
+        replaced = _getprofile() is not watch
+    finally:
+        _setprofile(previous)
+        _thread_setprofile(previous_thread)
+    del keep
+    return function_record(results, hit, replaced)
+
+
+def function_record(results: list[dict], delegated=(), guard_off: bool = False) -> dict:
+    """The record of a function answer: its case results, and what the guards saw while they ran."""
+    record = {"status": "ok", "results": results}
+    if delegated:
+        record["delegated"] = sorted(delegated)
+    if guard_off:
+        record["guard_off"] = True
+    return record
+
+
+def plain_args(args: tuple) -> tuple:
+    """Case inputs as JSON data: numpy arrays and scalars become lists and Python numbers."""
+    def conv(x):
+        if isinstance(x, np.ndarray):
+            return conv(x.tolist())
+        if isinstance(x, (list, tuple)):
+            return [conv(v) for v in x]
+        if isinstance(x, np.bool_):
+            return bool(x)
+        if isinstance(x, np.integer):
+            return int(x)
+        if isinstance(x, np.floating):
+            return float(x)
+        return x
+
+    return tuple(conv(a) for a in args)
+
+
+def hidden_cases(q: Question, seed: int) -> tuple[Case, ...]:
+    """The hidden cases of ``q`` in a grading run with ``seed``: the same seed and question, the same cases.
+
+    Each question draws from its own stream, ``default_rng([seed, crc32(id)])``, so adding a question to an
+    exercise changes no other question's cases.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    if q.kind != "function" or q.hidden is None:
+        return ()
+    rng = np.random.default_rng([int(seed), zlib.crc32(q.id.encode())])
+    return tuple(Case(c.name, plain_args(tuple(c.args)), c.raises, c.rtol, c.atol, c.hint) for c in q.hidden(rng))
 
 
 def case_payload(q: Question) -> list[dict]:
@@ -217,10 +292,14 @@ def case_payload(q: Question) -> list[dict]:
     return [{"name": c.name, "args": list(c.args)} for c in q.cases]
 
 
-def collect(q: Question, answer: Any) -> dict:
-    """Plain-data record of ``answer`` for question ``q`` (runs where the answer lives)."""
+def collect(q: Question, answer: Any, hidden: tuple[Case, ...] = ()) -> dict:
+    """Plain-data record of ``answer`` for question ``q`` (runs where the answer lives).
+
+    ``hidden``: extra cases (from :func:`hidden_cases`) run after the public ones, as the grader does.
+    """
     if q.kind == "function":
-        return collect_cases(answer, case_payload(q), q.guards)
+        payload = case_payload(q) + [{"name": c.name, "args": list(c.args)} for c in hidden]
+        return collect_cases(answer, payload, q.guards)
     return {"status": "ok", "value": to_plain(answer)}
 
 
@@ -246,10 +325,12 @@ class Result:
     status: str  # "passed", "partial", "failed", "not-answered", "error"
     messages: list[str] = field(default_factory=list)
     cases: list[CaseResult] = field(default_factory=list)
+    public_only: bool = False  # the self-check of a function question: the grader runs hidden cases too
 
     def lines(self) -> list[str]:
         mark = {"passed": "PASS", "partial": "PARTIAL", "failed": "FAIL"}.get(self.status, self.status.upper())
-        head = f"[{mark}] {self.id} ({self.title}): {self.score:g}/{self.max_score:g} points"
+        scope = " on the public cases" if self.public_only else ""
+        head = f"[{mark}] {self.id} ({self.title}): {self.score:g}/{self.max_score:g} points{scope}"
         out = [head]
         out += [f"    {m}" for m in self.messages]
         for c in self.cases:
@@ -345,8 +426,26 @@ def _missing(q: Question) -> Result:
                   [f"`{q.name}` is not answered yet: replace the `...` with your answer."])
 
 
-def grade(q: Question, record: dict) -> Result:
-    """Score a collected plain-data ``record`` for ``q`` (runs in the trusted process)."""
+HIDDEN_NOTE = "the grader also runs hidden cases"
+PUBLIC_PASSED = f"public cases passed; {HIDDEN_NOTE}"
+
+
+def grade(q: Question, record: dict, hidden: tuple[Case, ...] | None = None) -> Result:
+    """Score a collected plain-data ``record`` for ``q`` (runs in the trusted process).
+
+    ``hidden``: the hidden cases the record's results include after the public ones (the grader). ``None``
+    (the self-check): public cases only, and the result says that the grader runs hidden cases too.
+    """
+    res = _grade(q, record, () if hidden is None else tuple(hidden))
+    if hidden is None and q.kind == "function":
+        res.public_only = True
+        if res.status in ("passed", "partial", "failed") and not record.get("delegated") \
+                and not record.get("guard_off"):
+            res.messages.append(PUBLIC_PASSED if res.status == "passed" else f"Note: {HIDDEN_NOTE}.")
+    return res
+
+
+def _grade(q: Question, record: dict, hidden: tuple[Case, ...]) -> Result:
     status = record.get("status")
     if status == "missing" or (status == "ok" and record.get("value", {}).get("t") in ("ellipsis", "none")
                                and q.kind != "function"):
@@ -361,16 +460,32 @@ def grade(q: Question, record: dict) -> Result:
         return Result(q.id, q.title, 0.0, q.points, "error", [record.get("message", f"could not be checked ({status})")])
     if q.kind == "function" and record.get("delegated"):
         return Result(q.id, q.title, 0.0, q.points, "failed", [delegation_message(record["delegated"])])
+    if q.kind == "function" and record.get("guard_off"):
+        return Result(q.id, q.title, 0.0, q.points, "failed", [GUARD_OFF_MESSAGE])
     if q.kind == "function":
-        return _grade_function(q, record)
+        return _grade_function(q, record, hidden)
     return _grade_value(q, record["value"])
 
 
-def _grade_function(q: Question, record: dict) -> Result:
+def _hidden_failure(got: dict, raises: str | None, ok_value: bool) -> str:
+    """Why a hidden case failed, without its inputs, its expected value, or the answer's value."""
+    if raises:
+        if "error" in got:
+            return f"expected {raises}, but it raised {got['error'].split(':')[0][:80]}"
+        return f"expected {raises}, but it returned a value"
+    if "error" in got:
+        return f"raised {got['error'].split(':')[0][:80]}"
+    return "the result does not match the reference" if ok_value else "the result has the wrong type or shape"
+
+
+def _grade_function(q: Question, record: dict, hidden: tuple[Case, ...] = ()) -> Result:
     results = record.get("results", [])
     cases = []
     not_impl = 0
-    for i, c in enumerate(q.cases):
+    all_cases = tuple(q.cases) + tuple(hidden)
+    for i, c in enumerate(all_cases):
+        secret = i >= len(q.cases)  # a hidden case: its feedback names the property, never the values
+        label = f"hidden case {i - len(q.cases) + 1}: {c.name}" if secret else c.name
         got = results[i] if i < len(results) and isinstance(results[i], dict) else {"error": "no result"}
         rtol = q.rtol if c.rtol is None else c.rtol
         atol = q.atol if c.atol is None else c.atol
@@ -379,17 +494,20 @@ def _grade_function(q: Question, record: dict) -> Result:
             if got.get("value", {}).get("t") == "none" or got.get("error", "").startswith("NotImplementedError"):
                 not_impl += 1
             if c.raises in got.get("error_types", []):
-                cases.append(CaseResult(c.name, True, ""))
+                cases.append(CaseResult(label, True, ""))
+            elif secret:
+                cases.append(CaseResult(label, False, _hidden_failure(got, c.raises, True) + "." + hint))
             elif "error" in got:
-                cases.append(CaseResult(c.name, False, f"expected {c.raises}, but it raised {got['error']}.{hint}"))
+                cases.append(CaseResult(label, False, f"expected {c.raises}, but it raised {got['error']}.{hint}"))
             else:
-                cases.append(CaseResult(c.name, False, f"expected {c.raises}, but it returned "
-                                                       f"{describe(got.get('value', {}))}.{hint}"))
+                cases.append(CaseResult(label, False, f"expected {c.raises}, but it returned "
+                                                      f"{describe(got.get('value', {}))}.{hint}"))
             continue
         if "error" in got:
             if got["error"].startswith("NotImplementedError"):
                 not_impl += 1
-            cases.append(CaseResult(c.name, False, f"raised {got['error']}.{hint}"))
+            msg = _hidden_failure(got, None, True) + "." if secret else f"raised {got['error']}."
+            cases.append(CaseResult(label, False, msg + hint))
             continue
         value = got.get("value", {"t": "none"})
         if value.get("t") == "none":
@@ -397,16 +515,19 @@ def _grade_function(q: Question, record: dict) -> Result:
         try:
             expected = to_plain(q.reference(*_as_args(c.args)))
         except Exception:  # a broken reference is the course's bug: say so loudly
-            raise RuntimeError(f"reference for {q.id} failed on case {c.name!r}:\n{traceback.format_exc()}")
+            raise RuntimeError(f"reference for {q.id} failed on case {label!r}:\n{traceback.format_exc()}")
         ok, msg = compare(expected, value, rtol, atol)
-        cases.append(CaseResult(c.name, ok, msg + (hint if not ok else "")))
+        if secret and not ok:
+            msg = _hidden_failure(got, None, _numeric(value) is not None and (
+                _numeric(expected) is None or _numeric(value).size == _numeric(expected).size)) + "."
+        cases.append(CaseResult(label, ok, msg + (hint if not ok else "")))
     passed = sum(c.passed for c in cases)
-    if not_impl == len(q.cases):
+    if not_impl == len(all_cases):
         res = _missing(q)
         res.messages = [f"`{q.name}` is not implemented yet (it returns None or raises NotImplementedError)."]
         return res
-    score = round(q.points * passed / len(q.cases), 4)
-    status = "passed" if passed == len(q.cases) else ("partial" if passed else "failed")
+    score = round(q.points * passed / len(all_cases), 4)
+    status = "passed" if passed == len(all_cases) else ("partial" if passed else "failed")
     msgs = [] if status == "passed" or not q.hint else [f"Hint: {q.hint}"]
     return Result(q.id, q.title, score, q.points, status, msgs, cases)
 

@@ -21,7 +21,7 @@ import nbformat
 import psutil
 import pytest
 
-from rlhf_course.checks import collect, grade
+from rlhf_course.checks import collect, grade, hidden_cases
 from rlhf_course.cli import main
 from rlhf_course.grading import report, runner
 from rlhf_course.grading.source import parse_notebook, python_source, safe_names, SubmissionError
@@ -37,6 +37,7 @@ FULL = sum(POINTS.values())
 TIMEOUT = 3  # seconds per cell in the batch: every attack that hangs costs about this much
 BATCH_BOUND = 240  # seconds: the whole adversarial batch must finish within this (on a shared 2-core machine)
 SLEEP_MARK = "4321.5"  # a leftover `sleep` started by a submission, looked for after the batch
+SEED = 12  # the hidden cases' seed of the batch
 
 
 # --------------------------------------------------------------------------------------------------
@@ -86,6 +87,17 @@ REVERSED_PENALTY = '''import numpy as np
 def penalty(logp, ref_logp):
     return np.asarray(ref_logp, dtype=float) - np.asarray(logp, dtype=float)  # the wrong way round
 '''
+
+
+def reversed_penalty_points(seed: int) -> float:
+    """What the reversed penalty earns with the hidden cases of ``seed``, graded in this process."""
+    ns: dict = {}
+    exec(REVERSED_PENALTY, ns)
+    q = next(q for q in QUESTIONS if q.id == "01.penalty")
+    hidden = hidden_cases(q, seed)
+    score = grade(q, collect(q, ns["penalty"], hidden), hidden).score
+    assert 0 < score < q.points  # the public case where the two agree, and the shape checks, still pass
+    return score
 
 LEAKY = '''
 import os, subprocess
@@ -185,7 +197,8 @@ def build_submissions(folder: Path, out: Path, port: int) -> dict[str, dict]:
     S = lambda: copy.deepcopy(sol)  # noqa: E731
     add("correct", S(), "ok")
     nb = _set(S(), "01.penalty", REVERSED_PENALTY)
-    add("partial", _set(nb, "01.penalty_meaning", 'penalty_meaning = "A"'), "ok", penalty=0.8, penalty_meaning=0)
+    add("partial", _set(nb, "01.penalty_meaning", 'penalty_meaning = "A"'), "ok",
+        penalty=reversed_penalty_points(SEED), penalty_meaning=0)
     ex = _read(EXERCISE)
     nbformat.write(ex, folder / "unmodified.ipynb")
     cases["unmodified"] = {"status": "ok", "scores": {q: 0 for q in POINTS}}
@@ -284,7 +297,7 @@ def batch(tmp_path_factory):
     checks_mtime = (PACKAGE / "checks.py").stat().st_mtime_ns
     t0 = time.monotonic()
     code = main(["grade", str(subs), "--out", str(out), "--timeout", str(TIMEOUT), "--total-timeout", "60",
-                 "--memory", "512", "--jobs", "2", "--quiet"])
+                 "--memory", "512", "--jobs", "2", "--quiet", "--seed", str(SEED)])
     seconds = time.monotonic() - t0
     try:
         server.accept()
@@ -310,7 +323,7 @@ def test_batch_is_bounded_and_has_one_row_per_file(batch):
     assert len(lines) == 1 + len(files)
     assert sorted(r["submission"] for r in csv.DictReader(lines)) == files
     header = lines[0].split(",")
-    assert header == ["submission", "exercise", "status", "score", "max_score"] + [q.id for q in QUESTIONS]
+    assert header == ["submission", "exercise", "status", "score", "max_score", "seed"] + [q.id for q in QUESTIONS]
 
 
 @pytest.mark.parametrize("name", [
@@ -373,13 +386,17 @@ def test_no_process_outlives_its_submission(batch):
 
 
 def test_feedback_is_the_self_check(batch):
-    """feedback.md carries exactly the self-check's lines for the same answers."""
+    """feedback.md carries exactly the check's lines for the same answers (with the batch's hidden cases), and
+    every public case's line of the notebook's self-check."""
     ns: dict = {}
     exec(REVERSED_PENALTY, ns)
     text = (batch["out"] / "partial" / "feedback.md").read_text()
     q = next(q for q in QUESTIONS if q.id == "01.penalty")
-    for line in grade(q, collect(q, ns["penalty"])).lines():
+    hidden = hidden_cases(q, SEED)
+    for line in grade(q, collect(q, ns["penalty"], hidden), hidden).lines():
         assert line in text
+    for line in grade(q, collect(q, ns["penalty"])).lines()[1:]:
+        assert line in text or "hidden cases" in line
     q = next(q for q in QUESTIONS if q.id == "01.penalty_meaning")
     for line in grade(q, collect(q, "A")).lines():
         assert line in text
@@ -488,7 +505,7 @@ def test_gradescope_layout(tmp_path):
     (root / "submission" / "notes.txt").write_text("not graded")
     assert main(["grade", "--gradescope", "--gradescope-root", str(root), "--exercise", "01", "--timeout", "20"]) == 0
     res = json.loads((root / "results" / "results.json").read_text())
-    assert res["score"] == pytest.approx(FULL - 2 + 0.8)
+    assert res["score"] == pytest.approx(FULL - 2 + reversed_penalty_points(0))  # no --seed given: seed 0
     assert len(res["tests"]) == len(QUESTIONS) and (root / "results" / "feedback.md").is_file()
 
     empty = tmp_path / "empty"
@@ -511,7 +528,7 @@ def test_gradescope_bundle(tmp_path):
             (tmp_path / script).write_bytes(z.read(script))
             subprocess.run(["bash", "-n", str(tmp_path / script)], check=True)
         run = z.read("run_autograder").decode()
-        assert "--gradescope --exercise 01" in run and "--timeout 30" in run
+        assert "--gradescope --exercise 01" in run and "--timeout 30" in run and "--seed " in run
         assert "pip install" in z.read("setup.sh").decode()
 
 
@@ -540,7 +557,7 @@ def test_colab_cell_is_recognized_without_nbformat():
 
     assert source.COLAB_TAG == COLAB_TAG
     nb = parse_notebook(SOLUTION.read_bytes())
-    assert nb.cells[0].tags == [COLAB_TAG] and nb.cells[0] not in source.code_cells(nb)
+    assert COLAB_TAG in nb.cells[0].tags and nb.cells[0] not in source.code_cells(nb)
 
 
 def test_magics_become_python():

@@ -2,14 +2,18 @@
 
     rlhf-course grade SUBMISSION_OR_FOLDER... --out DIR [--jobs N] [--timeout S] [--total-timeout S]
                       [--memory MB] [--exercise NN] [--isolation auto|namespaces|rlimits]
+                      [--seed N] [--roster roster.csv] [--compare OLD_grades.csv]
+    rlhf-course grade SUBMISSION_OR_FOLDER... --only-failed DIR   # regrade the grader-error rows of DIR
     rlhf-course grade --gradescope [--exercise NN]      # inside Gradescope's /autograder layout
 
 Writes ``DIR/grades.csv`` (one row per submitted file) and, per submission, ``DIR/<name>/results.json`` and
-``DIR/<name>/feedback.md``. See the book's appendix "For instructors".
+``DIR/<name>/feedback.md``. A submission the grader itself failed on (``grader-error``) has an empty score,
+and the command exits with 1. See the book's appendix "For instructors".
 """
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -48,6 +52,18 @@ def add_arguments(parser) -> None:
                              "/autograder/results/results.json")
     parser.add_argument("--gradescope-root", type=Path, default=Path("/autograder"),
                         help="with --gradescope: the autograder's root folder (default: /autograder)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the hidden cases (default: the one recorded in DIR/grades.csv, else in the "
+                             "--compare file, else a new random one); it is recorded in grades.csv")
+    parser.add_argument("--only-failed", type=Path, metavar="DIR",
+                        help="regrade only the rows of DIR/grades.csv with status grader-error, with that file's "
+                             "seed, and complete DIR/grades.csv (give the same submissions as before)")
+    parser.add_argument("--compare", type=Path, metavar="OLD_GRADES_CSV",
+                        help="after grading, print per student which questions changed since this grades.csv "
+                             "and by how much")
+    parser.add_argument("--roster", type=Path, metavar="ROSTER_CSV",
+                        help="CSV with the columns student_id and file (a file name or a glob pattern): adds a "
+                             "student_id column; files no student claims and students with no file are listed")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -62,7 +78,7 @@ def protected_paths() -> list[Path]:
     return [Path(rlhf_course.__file__).resolve().parent, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
 
 
-def make_settings(args, hidden: list[Path], scratch: str) -> runner.Settings:
+def make_settings(args, hidden: list[Path], scratch: str, seed: int = 0) -> runner.Settings:
     for name in ("timeout", "total_timeout"):
         if getattr(args, name) <= 0:
             raise SystemExit(f"rlhf-course grade: --{name.replace('_', '-')} must be > 0")
@@ -73,9 +89,31 @@ def make_settings(args, hidden: list[Path], scratch: str) -> runner.Settings:
 
         if args.exercise not in exercise_ids():
             raise SystemExit(f"rlhf-course grade: no exercise {args.exercise!r} (known: {', '.join(exercise_ids())})")
+    if not 0 <= seed < 2**63:
+        raise SystemExit(f"rlhf-course grade: --seed must be an integer in [0, 2**63), got {seed}")
     return runner.Settings(timeout=args.timeout, total_timeout=args.total_timeout, memory_mb=args.memory,
                            isolation=args.isolation, exercise=args.exercise,
-                           hidden=tuple(str(p) for p in hidden), scratch=scratch)
+                           hidden=tuple(str(p) for p in hidden), scratch=scratch, seed=seed)
+
+
+def pick_seed(args, previous: Path) -> tuple[int, str]:
+    """The hidden cases' seed and where it came from: ``--seed``, the output folder's ``grades.csv`` (a
+    regrade draws the same cases), the ``--compare`` file, or a new random one."""
+    if args.seed is not None:
+        return args.seed, "given with --seed"
+    for path in (previous, args.compare):
+        seed = report.read_seed(path)
+        if seed is not None:
+            return seed, f"the one recorded in {path}"
+    return secrets.randbelow(2**32), "drawn at random for this run"
+
+
+def _only_failed(out: Path, files: list[tuple[Path, str]]) -> tuple[list[dict], list[tuple[Path, str]], list[str]]:
+    """For ``--only-failed``: the old rows, the submissions to regrade, and failed rows with no file now."""
+    old = report.read_csv(out / "grades.csv")
+    failed = {r["submission"] for r in old if r.get("status") == "grader-error"}
+    todo = [(p, n) for p, n in files if n in failed]
+    return old, todo, sorted(failed - {n for _, n in todo})
 
 
 def make_non_dumpable() -> None:
@@ -87,11 +125,14 @@ def make_non_dumpable() -> None:
 
 
 def grade_files(files: list[tuple[Path, str]], settings: runner.Settings, jobs: int, out: Path | None,
-                progress: bool = True) -> tuple[list[runner.Graded], str]:
-    """Grade ``(path, name)`` pairs in parallel; write each submission's reports into ``out`` as it finishes."""
+                progress: bool = True, folders: dict[str, str] | None = None) -> tuple[list[runner.Graded], str]:
+    """Grade ``(path, name)`` pairs in parallel; write each submission's reports into ``out`` as it finishes.
+
+    ``folders``: name -> report folder, when ``files`` is part of a larger batch (``--only-failed``).
+    """
     mode, why = runner.probe_isolation(settings)
     isolation = runner.describe_isolation(mode, why, settings)
-    folders = safe_names([name for _, name in files])
+    folders = [folders[name] for _, name in files] if folders else safe_names([name for _, name in files])
     graded: list[runner.Graded] = []
     bar = None
     if progress:
@@ -122,6 +163,11 @@ def grade_files(files: list[tuple[Path, str]], settings: runner.Settings, jobs: 
     return graded, isolation
 
 
+def _error(msg: str) -> int:
+    print(f"rlhf-course grade: {msg}", file=sys.stderr)
+    return 2
+
+
 def run(args) -> int:
     if os.name != "posix":
         print("rlhf-course grade: grading runs on Linux (with the most isolation) or macOS", file=sys.stderr)
@@ -130,50 +176,92 @@ def run(args) -> int:
         from .gradescope import run_gradescope
 
         return run_gradescope(args)
+    if args.only_failed is not None:
+        if args.out is not None and args.out.resolve() != args.only_failed.resolve():
+            return _error("--only-failed DIR writes into DIR: give no other --out")
+        args.out = args.only_failed
+        if not (args.out / "grades.csv").is_file():
+            return _error(f"--only-failed: no grades.csv in {args.out}")
     if not args.paths or args.out is None:
-        print("rlhf-course grade: give submissions (files or folders) and --out DIR", file=sys.stderr)
-        return 2
+        return _error("give submissions (files or folders) and --out DIR")
     out = args.out.resolve()
     for p in protected_paths():
         if _inside(out, p) or _inside(p, out):
-            print(f"rlhf-course grade: --out {args.out} must not hold or be inside {p}", file=sys.stderr)
-            return 2
+            return _error(f"--out {args.out} must not hold or be inside {p}")
     try:
         files, skipped = find_submissions(args.paths, exclude=[out])
     except FileNotFoundError as exc:
-        print(f"rlhf-course grade: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     if not files:
-        print("rlhf-course grade: no submissions found (folders are searched for *.ipynb)", file=sys.stderr)
-        return 2
+        return _error("no submissions found (folders are searched for *.ipynb)")
     for path, _ in files:
         for p in protected_paths():
             if _inside(path.resolve(), p):
-                print(f"rlhf-course grade: {path} is inside {p}; put submissions elsewhere", file=sys.stderr)
-                return 2
+                return _error(f"{path} is inside {p}; put submissions elsewhere")
+    roster = None
+    if args.roster is not None:
+        from .roster import match_roster, read_roster
+
+        try:
+            roster = match_roster(read_roster(args.roster), [name for _, name in files])
+        except ValueError as exc:
+            return _error(str(exc))
+    if args.compare is not None and not args.compare.is_file():
+        return _error(f"--compare: no file {args.compare}")
+    seed, seed_from = pick_seed(args, out / "grades.csv")
+    old_rows: list[dict] = []
+    folders = dict(zip([n for _, n in files], safe_names([n for _, n in files])))
+    todo = files
+    if args.only_failed is not None:
+        old_rows, todo, gone = _only_failed(out, files)
+        if gone:
+            print(f"--only-failed: not found among the submissions given, left as grader-error: {', '.join(gone)}")
+        if not todo:
+            print(f"nothing to regrade: no row of {out / 'grades.csv'} with status grader-error has its file here")
+            return 1 if gone else 0
     out.mkdir(parents=True, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="rlhf-grade-")
     hidden = [out, Path(scratch), Path.home()] + [p.resolve() for p in args.paths]  # folders cover their files
     hidden = [h for h in hidden if not any(_inside(q, h) for q in protected_paths())]
-    settings = make_settings(args, hidden, scratch)
+    settings = make_settings(args, hidden, scratch, seed)
     jobs = args.jobs or default_jobs()
     make_non_dumpable()
     t0 = time.monotonic()
     try:
-        graded, isolation = grade_files(files, settings, jobs, out, progress=not args.quiet)
+        graded, isolation = grade_files(todo, settings, jobs, out, progress=not args.quiet, folders=folders)
     except KeyboardInterrupt:
         print("\ninterrupted: grades.csv was not changed", file=sys.stderr)
         return 130
     except RuntimeError as exc:
-        print(f"rlhf-course grade: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    report.write_atomic(out / "grades.csv", report.grades_csv(graded))
+    rows = report.grade_rows(graded, seed, roster.ids if roster else None)
+    if roster is not None:
+        rows += [{"submission": "", report.ID_COLUMN: sid, "exercise": "", "status": "no-submission", "score": "",
+                  "max_score": "", "seed": str(seed)} for sid in roster.absent]
+    if old_rows:  # --only-failed: the other rows stay exactly as they were
+        regraded = {g.name for g in graded}
+        rows = [r for r in old_rows if r["submission"] not in regraded] + rows
+    report.write_atomic(out / "grades.csv", report.render_csv(rows))
     print(report.summary(graded, time.monotonic() - t0, jobs, isolation))
+    print(f"hidden cases: seed {seed} ({seed_from}); recorded in grades.csv, so a regrade into {args.out} draws "
+          f"the same cases")
     if skipped:
         print(f"not graded ({len(skipped)} file{'s' if len(skipped) != 1 else ''} without .ipynb in the folders): "
               + ", ".join(str(s) for s in skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
+    if roster is not None:
+        for line in roster.lines():
+            print(line)
     print(f"wrote {out / 'grades.csv'} and, per submission, results.json and feedback.md in {out}")
-    return 1 if any(g.status == "grader-error" for g in graded) else 0
-
+    if args.compare is not None:
+        print(f"changes since {args.compare}:")
+        for line in report.compare_grades(report.read_csv(args.compare), report.read_csv(out / "grades.csv")):
+            print(f"  {line}")
+    failed = sorted(r["submission"] for r in rows if r.get("status") == "grader-error")
+    if failed:
+        print(f"the grader failed on {len(failed)} submission{'s' if len(failed) != 1 else ''} (status grader-error, "
+              f"no score): {', '.join(failed)}\nrerun only those with: rlhf-course grade "
+              f"{' '.join(str(p) for p in args.paths)} --only-failed {args.out}", file=sys.stderr)
+        return 1
+    return 0

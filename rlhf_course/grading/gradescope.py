@@ -47,7 +47,7 @@ def run_gradescope(args) -> int:
         return 0
     scratch = tempfile.mkdtemp(prefix="rlhf-grade-")
     hidden = [root / "submission", root / "results", Path(scratch)]
-    settings = make_settings(args, [h.resolve() for h in hidden], scratch)
+    settings = make_settings(args, [h.resolve() for h in hidden], scratch, seed=args.seed or 0)
     make_non_dumpable()
     try:
         from .cli import grade_files
@@ -62,7 +62,7 @@ def run_gradescope(args) -> int:
     report.write_atomic(results, json.dumps(report.results_json(g), indent=2) + "\n")
     report.write_atomic(results.parent / "feedback.md", report.feedback_md(g))
     print(report.overview(g))
-    return 0
+    return 1 if g.status == "grader-error" else 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -89,8 +89,9 @@ python3 -m venv /autograder/venv
 RUN_AUTOGRADER = """#!/usr/bin/env bash
 # Gradescope runs this for every submission: it grades the notebook in /autograder/submission and
 # writes /autograder/results/results.json (with feedback.md beside it).
+# --seed: the hidden cases' seed, drawn when the bundle was written (students never see this file).
 exec /autograder/venv/bin/rlhf-course grade --gradescope --exercise {exercise} \\
-  --timeout {timeout:g} --total-timeout {total_timeout:g} --memory {memory}
+  --timeout {timeout:g} --total-timeout {total_timeout:g} --memory {memory} --seed {seed}
 """
 
 
@@ -112,8 +113,10 @@ def _needs_torch(root: Path, exercise: str) -> bool:
 
 
 def write_bundle(out: Path, exercise: str, timeout: float, total_timeout: float, memory: int,
-                 torch: bool | None = None) -> list[str]:
-    """Write the autograder zip; returns the names it holds."""
+                 torch: bool | None = None, seed: int | None = None) -> list[str]:
+    """Write the autograder zip; returns the names it holds. ``seed``: the hidden cases' (default: random)."""
+    import secrets
+
     import rlhf_course
 
     from ..questions import exercise_ids
@@ -132,7 +135,8 @@ def write_bundle(out: Path, exercise: str, timeout: float, total_timeout: float,
     files = {
         "setup.sh": SETUP_SH.format(exercise=exercise),
         "run_autograder": RUN_AUTOGRADER.format(exercise=exercise, timeout=timeout, total_timeout=total_timeout,
-                                                memory=memory),
+                                                memory=memory,
+                                                seed=secrets.randbelow(2**32) if seed is None else seed),
         "requirements.txt": "# the course package's run-time requirements (rlhf-course gradescope-bundle)\n"
                             + "\n".join(deps) + "\n",
         "rlhf-course/pyproject.toml": (root / "pyproject.toml").read_text(),
@@ -160,6 +164,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per cell and per answer (default: 60)")
     parser.add_argument("--total-timeout", type=float, default=600.0, help="seconds per submission (default: 600)")
     parser.add_argument("--memory", type=int, default=2048, help="MB per submission (default: 2048)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the hidden cases, written into run_autograder (default: drawn at random)")
     parser.add_argument("--torch", action=argparse.BooleanOptionalAction, default=None,
                         help="--torch / --no-torch: install torch on Gradescope (default: if the exercise's "
                              "solution notebook imports it)")
@@ -167,7 +173,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     try:
-        names = write_bundle(args.out, args.exercise, args.timeout, args.total_timeout, args.memory, args.torch)
+        names = write_bundle(args.out, args.exercise, args.timeout, args.total_timeout, args.memory, args.torch,
+                             args.seed)
     except (ValueError, FileNotFoundError) as exc:
         print(f"rlhf-course gradescope-bundle: {exc}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checks import MAX_STR, Question, Result, case_payload, grade
+from ..checks import MAX_STR, Question, Result, case_payload, function_record, grade, hidden_cases
 from . import protocol
 from .source import Cell, SubmissionError, code_cells, parse_notebook, python_source
 
@@ -50,6 +50,7 @@ class Settings:
     tmp_mb: int = 64  # the worker's private /tmp (namespaces)
     hidden: tuple = ()  # paths the worker must not see: the submissions, the output folder
     scratch: str | None = None  # where the grader keeps its temporary files
+    seed: int = 0  # draws the questions' hidden cases (checks.hidden_cases): the same seed, the same cases
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Graded:
     path: str
     exercise: str | None = None
     status: str = "ok"
-    score: float = 0.0
+    score: float | None = 0.0  # None: the grader failed (status grader-error), so there is no score
     max_score: float | None = None
     results: list[Result] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -138,7 +139,7 @@ def kill_all_workers() -> None:
 class Worker:
     """One worker process and its two pipes."""
 
-    def __init__(self, isolation: str, settings: Settings):
+    def __init__(self, isolation: str, settings: Settings, guards: tuple[str, ...] = ()):
         global _FONTLISTS
         if _STOPPING.is_set():
             raise WorkerFailure("startup", "grading was interrupted")
@@ -175,7 +176,8 @@ class Worker:
         os.set_blocking(self.req_w, False)
         config = {"isolation": isolation, "memory_mb": settings.memory_mb, "workdir": self.workdir,
                   "cpu_s": int(math.ceil(settings.total_timeout)) + 10, "fsize_mb": 16, "nproc": 256,
-                  "tmp_mb": settings.tmp_mb, "hidden": [str(p) for p in settings.hidden], "fontlists": _FONTLISTS}
+                  "tmp_mb": settings.tmp_mb, "hidden": [str(p) for p in settings.hidden], "fontlists": _FONTLISTS,
+                  "guards": list(guards)}  # resolved by the worker before any student code runs
         deadline = time.monotonic() + settings.startup_timeout
         try:
             self._send(config, deadline)
@@ -406,6 +408,8 @@ def sanitize_record(kind: str, rec: dict) -> dict:
             hit = rec.get("delegated")
             if isinstance(hit, list) and hit and all(isinstance(h, str) for h in hit):
                 out["delegated"] = [h[:200] for h in hit[:8]]
+            if rec.get("guard_off") is True:
+                out["guard_off"] = True
             return out
     elif status == "ok" and valid_plain(rec.get("value")):
         return {"status": "ok", "value": rec["value"]}
@@ -435,8 +439,10 @@ class CellRun:
 class Session:
     """The cells of one submission, run in a worker that is replaced whenever one dies or hangs."""
 
-    def __init__(self, isolation: str, settings: Settings, deadline: float, graded: Graded):
+    def __init__(self, isolation: str, settings: Settings, deadline: float, graded: Graded,
+                 guards: tuple[str, ...] = ()):
         self.isolation, self.settings, self.deadline, self.graded = isolation, settings, deadline, graded
+        self.guards = guards  # every guarded function of the exercise, watched by each worker
         self.worker: Worker | None = None
         self.starts = 0
         self.ran: list[CellRun] = []  # cells that ran to their end (ok or an exception), in order
@@ -474,7 +480,7 @@ class Session:
             if self.left() <= 0:
                 raise _OutOfTime()
             self.starts += 1
-            self.worker = Worker(self.isolation, self.settings)  # WorkerFailure("startup") goes up
+            self.worker = Worker(self.isolation, self.settings, self.guards)  # WorkerFailure("startup") goes up
             if self.isolation == "namespaces" and not all(self.worker.hello.get("checks", {}).values()):
                 failed = [k for k, v in self.worker.hello.get("checks", {}).items() if not v]
                 self.drop_worker()
@@ -564,8 +570,9 @@ class Session:
         """Checking the answers gets a restart budget of its own (each hung or crashing answer uses one)."""
         self.starts = 1 if self.worker is not None else 0
 
-    def collect(self, q: Question, cell: Cell | None) -> dict:
-        """The plain-data record of ``q``'s answer, as :func:`rlhf_course.checks.collect` would make it."""
+    def collect(self, q: Question, cell: Cell | None, hidden: tuple = ()) -> dict:
+        """The plain-data record of ``q``'s answer, as :func:`rlhf_course.checks.collect` would make it
+        (``hidden``: the question's hidden cases, run after the public ones)."""
         try:
             if q.kind != "function":
                 self.ensure_worker()
@@ -576,7 +583,8 @@ class Session:
                 return self._with_reason(q, cell, sanitize_record("value", rec))
             results = []
             delegated: set[str] = set()  # the guarded package functions the answer reached (checks.grade)
-            cases = case_payload(q)
+            guard_off = False
+            cases = case_payload(q) + [{"name": c.name, "args": list(c.args)} for c in hidden]
             for k, case in enumerate(cases):
                 self.ensure_worker()
                 try:
@@ -596,10 +604,8 @@ class Session:
                 results.append(rec["results"][0])
                 delegated.update(h for h in rec.get("delegated", ())
                                  if h in {g.removeprefix("rlhf_course.") for g in q.guards})
-            out = {"status": "ok", "results": results}
-            if delegated:
-                out["delegated"] = sorted(delegated)
-            return out
+                guard_off = guard_off or rec.get("guard_off", False)
+            return function_record(results, delegated, guard_off)
         except (_OutOfTime, _OutOfRestarts) as exc:
             if isinstance(exc, _OutOfTime):
                 self.graded.add_status("total-timeout")
@@ -667,7 +673,7 @@ def grade_notebook(path: Path, name: str, isolation: str, settings: Settings) ->
     except Exception as exc:  # the grader's own bug: this submission's row says so, the batch goes on
         import traceback
 
-        g = Graded(name=name, path=str(path), status="grader-error", isolation=isolation,
+        g = Graded(name=name, path=str(path), status="grader-error", isolation=isolation, score=None,
                    notes=[f"The grader failed on this submission: {type(exc).__name__}: {exc}",
                           traceback.format_exc()[-MAX_STR:]])
         g.seconds = time.monotonic() - t0
@@ -711,15 +717,17 @@ def _grade_notebook(path: Path, name: str, isolation: str, settings: Settings) -
         g.notes.append(f"The notebook's metadata does not say which exercise it is; graded as exercise "
                        f"{g.exercise}.")
 
-    session = Session(isolation, settings, t0 + settings.total_timeout, g)
+    guards = tuple(dict.fromkeys(d for q in questions for d in q.guards))
+    session = Session(isolation, settings, t0 + settings.total_timeout, g, guards)
     try:
         session.run_cells(cells)
         session.note_output()
         session.begin_collect()
         for q in questions:
-            record = session.collect(q, cell_of.get(q.id))
+            hidden = hidden_cases(q, settings.seed)
+            record = session.collect(q, cell_of.get(q.id), hidden)
             try:
-                res = grade(q, record)
+                res = grade(q, record, hidden)
             except Exception as exc:  # the course's bug (e.g. a reference that fails), not the student's
                 g.add_status("grader-error")
                 g.notes.append(f"{q.id}: the grader failed: {type(exc).__name__}: {exc}"[:MAX_STR])
@@ -735,6 +743,7 @@ def _grade_notebook(path: Path, name: str, isolation: str, settings: Settings) -
         if q.id not in graded_ids:
             g.results.append(Result(q.id, q.title, 0.0, q.points, "error", ["Not checked: the grader failed."]))
     g.results.sort(key=lambda r: [q.id for q in questions].index(r.id))
-    g.score = round(sum(r.score for r in g.results), 4)
+    # a grader fault is not a zero: no score, so that the row stands out and --only-failed completes it
+    g.score = None if g.status == "grader-error" else round(sum(r.score for r in g.results), 4)
     g.seconds = time.monotonic() - t0
     return g

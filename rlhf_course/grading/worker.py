@@ -110,6 +110,12 @@ def main(argv: list[str]) -> int:
     format_exc = traceback.format_exception
     BaseExc, isinstance_, len_, type_ = BaseException, isinstance, len, type
 
+    try:  # the guarded functions' code, taken before a notebook could rebind the names
+        guard_table = checks.guard_codes(config.get("guards", []))
+    except Exception as exc:  # a registry naming a function that does not exist: the course's bug
+        send({"ready": False, "error": f"the guarded functions could not be found: {type(exc).__name__}: {exc}"})
+        return 3
+
     if config["isolation"] == "namespaces":
         report["checks"] = sandbox.verify(config.get("hidden", []), os.path.dirname(checks.__file__))
 
@@ -164,7 +170,7 @@ def main(argv: list[str]) -> int:
                 if name not in ns:
                     reply = {"status": "not-defined"}
                 elif msg["kind"] == "function":
-                    reply = collect_cases(ns[name], [{"args": msg["args"]}], msg.get("guards", ()))
+                    reply = collect_cases(ns[name], [{"args": msg["args"]}], msg.get("guards", ()), guard_table)
                 else:
                     reply = {"status": "ok", "value": to_plain(ns[name])}
             except BaseExc as exc:

@@ -7,6 +7,44 @@ import math
 
 from ..checks import Case, Question
 from ..kl import k3, kl_divergence, log_ratio
+from . import draws
+
+
+def _hidden_penalty(rng) -> tuple[Case, ...]:
+    b, t, n = draws.size(rng, 2, 4), draws.size(rng, 2, 5), draws.size(rng, 3, 7)
+    return (
+        Case("random log-probabilities of a batch of sequences x tokens",
+             (draws.logps(rng, (b, t)), draws.logps(rng, (b, t)))),
+        Case("random log-probabilities of single responses", (draws.logps(rng, n), draws.logps(rng, n))),
+        Case("random shapes that do not match raise ValueError", (draws.logps(rng, n), draws.logps(rng, n + 1)),
+             raises="ValueError"),
+    )
+
+
+def _hidden_kl(rng) -> tuple[Case, ...]:
+    k, b = draws.size(rng, 3, 6), draws.size(rng, 2, 4)
+    q_with_zero = draws.probs(rng, (k,))
+    q_with_zero[-1] = 0.0
+    return (
+        Case("random distributions", (draws.probs(rng, (k,)), draws.probs(rng, (k,)))),
+        Case("a random batch: one KL per row", (draws.probs(rng, (b, k)), draws.probs(rng, (b, k)))),
+        Case("random p with zeros: their terms contribute nothing",
+             (draws.probs(rng, (b, k), zeros=True), draws.probs(rng, (b, k)))),
+        Case("random q = 0 where p > 0: infinite", (draws.probs(rng, (k,)), q_with_zero / q_with_zero.sum())),
+        Case("a random p that does not sum to one raises ValueError",
+             (1.5 * draws.probs(rng, (k,)), draws.probs(rng, (k,))), raises="ValueError"),
+    )
+
+
+def _hidden_k3(rng) -> tuple[Case, ...]:
+    n = draws.size(rng, 3, 7)
+    logp = draws.logps(rng, n)
+    return (
+        Case("random log-ratios", (logp, draws.logps(rng, n))),
+        Case("random log-ratios below 1e-6 in size", (logp, logp + rng.uniform(-1e-6, 1e-6, n)), rtol=1e-5,
+             atol=0.0, hint="exp(x) - 1 - x loses its digits near x = 0; use expm1(x) - x."),
+    )
+
 
 QUESTIONS = [
     Question(
@@ -17,6 +55,7 @@ QUESTIONS = [
         name="penalty",
         reference=log_ratio,
         guards=("rlhf_course.kl.log_ratio",),
+        hidden=_hidden_penalty,
         cases=(
             Case("policies agree", ([-0.5, -1.2, -3.0], [-0.5, -1.2, -3.0])),
             Case("policy more likely than reference", ([-0.1], [-2.3])),
@@ -71,6 +110,7 @@ QUESTIONS = [
         name="kl_divergence",
         reference=kl_divergence,
         guards=("rlhf_course.kl.kl_divergence",),
+        hidden=_hidden_kl,
         cases=(
             Case("identical distributions", ([0.2, 0.3, 0.5], [0.2, 0.3, 0.5])),
             Case("p=[.98,.01,.01], q=[.01,.01,.98] (0.97 ln 98)", ([0.98, 0.01, 0.01], [0.01, 0.01, 0.98])),
@@ -111,6 +151,7 @@ QUESTIONS = [
         name="k3",
         reference=k3,
         guards=("rlhf_course.kl.k3",),
+        hidden=_hidden_k3,
         cases=(
             Case("log r = 1 gives e - 2", ([-2.0], [-1.0])),
             Case("several samples", ([-0.3, -1.5, -2.2], [-0.9, -1.1, -2.2])),

@@ -19,6 +19,35 @@ from ..sequences import (
     sequence_penalty,
     token_logprobs,
 )
+from . import draws
+
+
+def _hidden_token_logprobs(rng) -> tuple[Case, ...]:
+    b, t, v = draws.size(rng, 2, 3), draws.size(rng, 2, 4), draws.size(rng, 3, 6)
+    return (
+        Case("random logits of one sequence, temperature 1",
+             (rng.normal(0, 2, (t, v)), rng.integers(0, v, t), 1.0)),
+        Case("a random batch at a random temperature",
+             (rng.normal(0, 2, (b, t, v)), rng.integers(0, v, (b, t)), draws.positive(rng, 0.3, 3.0)),
+             hint="divide the logits by the temperature before the log-softmax."),
+        Case("large random logits: a stable log-softmax",
+             (rng.normal(0, 500, (t, v)), rng.integers(0, v, t), 1.0), rtol=1e-9),
+        Case("a random temperature <= 0 raises ValueError",
+             (rng.normal(0, 2, (t, v)), rng.integers(0, v, t), -float(rng.uniform(0, 2))), raises="ValueError"),
+    )
+
+
+def _hidden_sequence_penalty(rng) -> tuple[Case, ...]:
+    b, t = draws.size(rng, 2, 4), draws.size(rng, 3, 6)
+    mask = draws.prefix_mask(rng, b, t)
+    garbage = np.where(mask > 0, draws.logps(rng, (b, t)), -rng.uniform(10, 100, (b, t)))
+    return (
+        Case("a random padded batch: padding never counts", (garbage, draws.logps(rng, (b, t)), mask)),
+        Case("one random sequence, no padding", (draws.logps(rng, t), draws.logps(rng, t), np.ones(t))),
+        Case("random shapes that do not match raise ValueError",
+             (draws.logps(rng, (b, t)), draws.logps(rng, t), mask), raises="ValueError"),
+    )
+
 
 # The exercise's version of card 000: a policy with a larger detail reward than the chapter's.
 CARD000_DETAIL = 0.5
@@ -55,6 +84,7 @@ QUESTIONS = [
         name="token_logprobs",
         reference=token_logprobs,
         guards=("rlhf_course.sequences.token_logprobs",),
+        hidden=_hidden_token_logprobs,
         cases=(
             Case("one position, softmax([0, ln 3]) = [1/4, 3/4]", ([[0.0, _LN3]], [1], 1.0)),
             Case("three positions", ([[0.0, _LN3], [2.0, 0.0], [0.0, 0.0]], [0, 0, 1], 1.0),
@@ -86,6 +116,7 @@ QUESTIONS = [
         name="sequence_penalty",
         reference=sequence_penalty,
         guards=("rlhf_course.sequences.sequence_penalty",),
+        hidden=_hidden_sequence_penalty,
         cases=(
             Case("one sequence, no padding", ([-0.1, -0.2, -1.0], [-0.3, -0.5, -1.0], [1, 1, 1])),
             Case("a batch of two, no padding",

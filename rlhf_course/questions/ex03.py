@@ -63,6 +63,57 @@ def penalized_step(probs_old, advantages, lam):
     return optimal_policy(probs_old, advantages, lam)
 
 
+def _hidden_rlhf_loss(rng) -> tuple[Case, ...]:
+    from . import draws
+
+    k, b = draws.size(rng, 3, 6), draws.size(rng, 2, 4)
+    return (
+        Case("random distributions, rewards and beta",
+             (draws.probs(rng, (k,)), draws.probs(rng, (k,)), rng.normal(size=k), draws.positive(rng))),
+        Case("a random batch of prompts: one loss per row",
+             (draws.probs(rng, (b, k)), draws.probs(rng, (b, k)), rng.normal(size=(b, k)), draws.positive(rng))),
+        Case("random pi with zeros: their terms contribute nothing",
+             (draws.probs(rng, (b, k), zeros=True), draws.probs(rng, (b, k)), rng.normal(size=(b, k)),
+              draws.positive(rng))),
+        Case("a random beta <= 0 raises ValueError",
+             (draws.probs(rng, (k,)), draws.probs(rng, (k,)), rng.normal(size=k), -float(rng.uniform(0, 1))),
+             raises="ValueError"),
+    )
+
+
+def _hidden_penalized_reward(rng) -> tuple[Case, ...]:
+    from . import draws
+
+    n, b = draws.size(rng, 3, 7), draws.size(rng, 2, 3)
+    return (
+        Case("random rewards and log-probabilities",
+             (rng.normal(size=n), draws.logps(rng, n), draws.logps(rng, n), draws.positive(rng))),
+        Case("a random batch of samples",
+             (rng.normal(size=(b, n)), draws.logps(rng, (b, n)), draws.logps(rng, (b, n)), draws.positive(rng))),
+        Case("random shapes that do not match raise ValueError",
+             (rng.normal(size=n), draws.logps(rng, n + 1), draws.logps(rng, n + 1), draws.positive(rng)),
+             raises="ValueError"),
+    )
+
+
+def _hidden_exp_tilt(rng) -> tuple[Case, ...]:
+    """Random instances of ``p exp(x / w) / Z`` (the penalized step of ex03, the optimal policy of ex04)."""
+    from . import draws
+
+    k, b = draws.size(rng, 3, 6), draws.size(rng, 2, 4)
+    return (
+        Case("random distribution, scores and weight",
+             (draws.probs(rng, (k,)), rng.normal(size=k), draws.positive(rng))),
+        Case("a random batch: one distribution per row",
+             (draws.probs(rng, (b, k), zeros=True), rng.normal(size=(b, k)), draws.positive(rng))),
+        Case("random scores / weight of order 1000: log space", (draws.probs(rng, (k,)),
+                                                                rng.normal(0, 1000, k), draws.positive(rng, 0.5, 2)),
+             atol=1e-12, hint="subtract the largest logit before exponentiating."),
+        Case("a random weight <= 0 raises ValueError", (draws.probs(rng, (k,)), rng.normal(size=k),
+                                                        -float(rng.uniform(0, 1))), raises="ValueError"),
+    )
+
+
 _PSTAR = optimal_policy(np.array([0.5, 0.3, 0.2]), np.array([1.0, 0.0, -1.0]), 1.0).tolist()
 
 
@@ -80,6 +131,8 @@ QUESTIONS = [
         title="the RLHF objective as a loss, E_pi[-r + beta (log pi - log pi_ref)]",
         name="rlhf_loss",
         reference=rlhf_loss,
+        guards=("rlhf_course.questions.ex03.rlhf_loss", "rlhf_course.objective.rlhf_objective"),
+        hidden=_hidden_rlhf_loss,
         cases=(
             Case("pi = pi_ref: the loss is -E[r]", ([0.5, 0.3, 0.2], [0.5, 0.3, 0.2], [1.0, 0.0, -1.0], 1.0)),
             Case("at the optimum of the toolchain example: -beta log Z", (_PSTAR, [0.5, 0.3, 0.2], [1.0, 0.0, -1.0], 1.0),
@@ -106,6 +159,8 @@ QUESTIONS = [
         title="the penalized reward r - beta (log pi - log pi_ref) of sampled responses",
         name="penalized_reward",
         reference=penalized_reward,
+        guards=("rlhf_course.questions.ex03.penalized_reward",),
+        hidden=_hidden_penalized_reward,
         cases=(
             Case("policy and reference agree: R = r", ([1.5, -0.5], [-1.2, -0.3], [-1.2, -0.3], 0.2)),
             Case("responses the policy made more likely pay", ([2.0, 2.0], [-0.1, -2.0], [-3.0, -2.0], 0.5)),
@@ -233,6 +288,8 @@ QUESTIONS = [
         title="the exact penalized update pi_old exp(A / lam) / Z",
         name="penalized_step",
         reference=penalized_step,
+        guards=("rlhf_course.questions.ex03.penalized_step", "rlhf_course.objective.optimal_policy"),
+        hidden=_hidden_exp_tilt,
         cases=(
             Case("the toolchain example: pi_ref=[.5,.3,.2], A=[1,0,-1], lam=1", ([0.5, 0.3, 0.2], [1.0, 0.0, -1.0], 1.0)),
             Case("a large weight barely moves", ([0.5, 0.3, 0.2], [1.0, 0.0, -1.0], 100.0)),

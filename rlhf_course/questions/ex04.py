@@ -11,6 +11,8 @@ import numpy as np
 
 from ..checks import Case, Question
 from ..objective import implicit_reward, log_partition, optimal_policy, optimal_value
+from . import draws
+from .ex03 import _hidden_exp_tilt
 
 _REF, _R = [0.5, 0.3, 0.2], [1.0, 0.0, -1.0]  # the course's reference problem (TOOLCHAIN.md)
 _REF2, _R2, _BETA2 = [0.25, 0.25, 0.25, 0.25], [2.0, -1.0, 0.5, 0.0], 0.5
@@ -19,6 +21,17 @@ _REF2, _R2, _BETA2 = [0.25, 0.25, 0.25, 0.25], [2.0, -1.0, 0.5, 0.0], 0.5
 def recover_reward(pi_star, ref_probs, beta, log_z):
     """``r(y) = beta log(pi*(y) / pi_ref(y)) + beta log Z``, with ``log_z`` one number per row."""
     return implicit_reward(pi_star, ref_probs, beta) + beta * np.asarray(log_z, dtype=np.float64)[..., None]
+
+
+def _hidden_recover_reward(rng) -> tuple[Case, ...]:
+    k, b = draws.size(rng, 3, 6), draws.size(rng, 2, 4)
+    ref, r, beta = draws.probs(rng, (b, k)), rng.normal(size=(b, k)), draws.positive(rng)
+    return (
+        Case("a random pi* and its log Z", (optimal_policy(ref[0], r[0], beta), ref[0], beta,
+                                            log_partition(ref[0], r[0], beta))),
+        Case("a random batch: one log Z per row", (optimal_policy(ref, r, beta), ref, beta,
+                                                   log_partition(ref, r, beta))),
+    )
 
 
 def _pi(ref, r, beta):
@@ -45,6 +58,7 @@ QUESTIONS = [
         name="optimal_policy",
         reference=optimal_policy,
         guards=("rlhf_course.objective.optimal_policy",),
+        hidden=_hidden_exp_tilt,
         cases=(
             Case("the course's reference problem", (_REF, _R, 1.0)),
             Case("equal rewards give back pi_ref", ([0.2, 0.3, 0.5], [2.0, 2.0, 2.0], 0.7),
@@ -71,7 +85,8 @@ QUESTIONS = [
         title="the optimal value beta log Z",
         name="optimal_value",
         reference=optimal_value,
-        guards=("rlhf_course.objective.optimal_value",),
+        guards=("rlhf_course.objective.optimal_value", "rlhf_course.objective.log_partition"),
+        hidden=_hidden_exp_tilt,
         cases=(
             Case("the course's reference problem (0.549691)", (_REF, _R, 1.0)),
             Case("equal rewards c: the value is c", ([0.2, 0.3, 0.5], [2.0, 2.0, 2.0], 0.7),
@@ -149,6 +164,8 @@ QUESTIONS = [
         title="recover the reward from pi*: beta log(pi* / pi_ref) + beta log Z",
         name="recover_reward",
         reference=recover_reward,
+        guards=("rlhf_course.questions.ex04.recover_reward", "rlhf_course.objective.implicit_reward"),
+        hidden=_hidden_recover_reward,
         cases=(
             Case("the course's reference problem: r = [1, 0, -1]",
                  (_pi(_REF, _R, 1.0), _REF, 1.0, _logz(_REF, _R, 1.0))),

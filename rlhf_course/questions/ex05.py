@@ -12,7 +12,10 @@ and whether a larger penalty weight expands the trusted area).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..checks import Case, Question
+from . import draws
 
 
 def _tensor(x):
@@ -46,6 +49,46 @@ def kl_rewards_reference(score, logp, ref_logp, mask, beta):
     return rewards.numpy()
 
 
+def _hidden_gae(rng) -> tuple[Case, ...]:
+    b, t = draws.size(rng, 2, 4), draws.size(rng, 3, 6)
+    mask = draws.prefix_mask(rng, b, t)
+    return (
+        Case("a random padded batch, random gamma and lambda",
+             (rng.normal(size=(b, t)) * mask, rng.normal(size=(b, t)), mask, float(rng.uniform(0.8, 1.0)),
+              float(rng.uniform(0.0, 1.0))),
+             hint="each response ends at its last real token: the value after it is 0."),
+        Case("random rewards and values, no padding, gamma 1",
+             (rng.normal(size=(1, t)), rng.normal(size=(1, t)), np.ones((1, t)), 1.0, float(rng.uniform(0, 1)))),
+        Case("random shapes that do not match raise ValueError",
+             (rng.normal(size=(b, t)), rng.normal(size=(b, t + 1)), mask, 1.0, 0.95), raises="ValueError"),
+    )
+
+
+def _hidden_clipped_loss(rng) -> tuple[Case, ...]:
+    b, t = draws.size(rng, 2, 4), draws.size(rng, 3, 6)
+    mask = draws.prefix_mask(rng, b, t)
+    old = draws.logps(rng, (b, t))
+    eps = float(rng.uniform(0.1, 0.3))
+    return (
+        Case("a random padded batch with ratios inside and outside the clip range",
+             (old + rng.normal(0, 0.4, (b, t)), old, rng.normal(size=(b, t)), mask, eps),
+             hint="average over the tokens where mask = 1."),
+        Case("random ratios close to 1", (old + rng.normal(0, 0.01, (b, t)), old, rng.normal(size=(b, t)),
+                                          np.ones((b, t)), eps)),
+        Case("a random clip_eps outside (0, 1) raises ValueError",
+             (old, old, rng.normal(size=(b, t)), mask, float(rng.uniform(1.0, 3.0))), raises="ValueError"),
+    )
+
+
+def _hidden_kl_rewards(rng) -> tuple[Case, ...]:
+    score, logp, ref_logp, mask, beta = draws.reward_inputs(rng)
+    return (
+        Case("a random padded batch: the score on each last real token", (score, logp, ref_logp, mask, beta)),
+        Case("a random number of scores that is not one per response raises ValueError",
+             (list(score) + [1.0], logp, ref_logp, mask, beta), raises="ValueError"),
+    )
+
+
 ADAPTIVE_BETA = 0.2 * (1 + min(max(8.0 / 6.0 - 1, -0.2), 0.2) * 128 / 10_000)  # = 0.200512 (TOOLCHAIN.md)
 
 QUESTIONS = [
@@ -57,6 +100,7 @@ QUESTIONS = [
         name="gae",
         reference=gae_reference,
         guards=("rlhf_course.rl.gae",),
+        hidden=_hidden_gae,
         cases=(
             Case("rewards [0, 0, 1], values 0.5, gamma 1, lambda 0.95 (advantages 0.45125, 0.475, 0.5)",
                  ([[0.0, 0.0, 1.0]], [[0.5, 0.5, 0.5]], [[1.0, 1.0, 1.0]], 1.0, 0.95)),
@@ -87,6 +131,7 @@ QUESTIONS = [
         name="clipped_loss",
         reference=clipped_loss_reference,
         guards=("rlhf_course.rl.clipped_policy_loss",),
+        hidden=_hidden_clipped_loss,
         cases=(
             Case("one token, ratio 1.1 inside the range", ([[-0.9046898]], [[-1.0]], [[1.0]], [[1.0]], 0.2)),
             Case("A > 0 and ratio 1.5: clipped at 1 + eps", ([[-0.5945349]], [[-1.0]], [[1.0]], [[1.0]], 0.2),
@@ -114,7 +159,8 @@ QUESTIONS = [
         title="the KL-penalized per-token rewards of padded responses",
         name="kl_rewards",
         reference=kl_rewards_reference,
-        guards=("rlhf_course.rl.kl_penalized_rewards",),
+        guards=("rlhf_course.rl.kl_penalized_rewards", "rlhf_course.diagnose.correct_rewards"),
+        hidden=_hidden_kl_rewards,
         cases=(
             Case("one response of three tokens", ([2.0], [[-0.5, -1.0, -0.2]], [[-0.7, -0.9, -0.9]],
                                                   [[1.0, 1.0, 1.0]], 0.1)),

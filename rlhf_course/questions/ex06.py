@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..checks import Case, Question
+from . import draws
 
 
 def per_token_rewards_reference(score, logp, ref_logp, mask, beta):
@@ -43,6 +44,34 @@ def rollout_logprobs_reference(logits, tokens, temperature, mask):
     return np.where(mask != 0, lp, 0.0)
 
 
+def _hidden_per_token_rewards(rng) -> tuple[Case, ...]:
+    b, t = draws.size(rng, 2, 4), draws.size(rng, 2, 6)
+    mask = draws.prefix_mask(rng, b, t)
+    padded = np.where(mask > 0, draws.logps(rng, (b, t)), -rng.uniform(10, 100, (b, t)))
+    hole = np.ones((1, t + 2))
+    hole[0, 1] = 0.0
+    return (
+        Case("a random padded batch, whatever the padding holds",
+             (rng.normal(size=b), padded, draws.logps(rng, (b, t)), mask, draws.positive(rng)),
+             hint="the score goes on each response's last real token; padded positions get exactly 0."),
+        Case("a random mask with a hole raises ValueError",
+             (rng.normal(size=1), draws.logps(rng, (1, t + 2)), draws.logps(rng, (1, t + 2)), hole, 0.1),
+             raises="ValueError"),
+    )
+
+
+def _hidden_rollout_logprobs(rng) -> tuple[Case, ...]:
+    b, t, v = draws.size(rng, 2, 3), draws.size(rng, 2, 4), draws.size(rng, 3, 6)
+    mask = draws.prefix_mask(rng, b, t)
+    return (
+        Case("a random padded batch at a random temperature",
+             (rng.normal(0, 2, (b, t, v)), rng.integers(0, v, (b, t)), draws.positive(rng, 0.3, 3.0), mask),
+             hint="divide the logits by T before the log-softmax, as the sampler did; padding gets 0."),
+        Case("large random logits: stable", (rng.normal(0, 500, (1, t, v)), rng.integers(0, v, (1, t)), 1.0,
+                                             np.ones((1, t)))),
+    )
+
+
 _LOGP = [[-0.5, -1.2, -0.1, -2.0], [-0.3, -0.9, -4.0, -4.0]]
 _REF = [[-0.7, -1.0, -0.1, -1.5], [-0.3, -1.4, -0.5, -0.5]]
 _MASK = [[1, 1, 1, 1], [1, 1, 0, 0]]
@@ -59,6 +88,9 @@ QUESTIONS = [
         title="per-token rewards with the KL penalty, for a batch of padded responses",
         name="per_token_rewards",
         reference=per_token_rewards_reference,
+        guards=("rlhf_course.questions.ex06.per_token_rewards_reference", "rlhf_course.rl.kl_penalized_rewards",
+                "rlhf_course.diagnose.correct_rewards"),
+        hidden=_hidden_per_token_rewards,
         cases=(
             Case("one response, no padding", ([1.5], [_LOGP[0]], [_REF[0]], [_MASK[0]], 0.1)),
             Case("a padded batch: the score goes on each response's last real token",
@@ -89,6 +121,9 @@ QUESTIONS = [
         title="log-probabilities of sampled tokens, at the sampling temperature",
         name="rollout_logprobs",
         reference=rollout_logprobs_reference,
+        guards=("rlhf_course.questions.ex06.rollout_logprobs_reference", "rlhf_course.sequences.token_logprobs",
+                "rlhf_course.diagnose.correct_sampling_logprobs"),
+        hidden=_hidden_rollout_logprobs,
         cases=(
             Case("temperature 1", ([_LOGITS[0]], [_TOKENS[0]], 1.0, [[1, 1, 1]])),
             Case("temperature 0.5: the distribution the tokens were sampled from",

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..checks import Case, Question
 from .. import diagnose
+from . import draws
 
 # the answer of 07.k3_error, computed the way the question states it (float32, log r = 1e-4)
 _K3_RATIO = float(diagnose.k3_estimate([-1e-4], [0.0])[0] / diagnose.correct_k3([-1e-4], [0.0])[0])
@@ -23,6 +24,46 @@ CONFLICT = {"ref_logodds_B_over_A": 2.3, "reward_gap_A_minus_B": 0.2}
 def _choice(id_, title, name, answer, feedback, points=1.0, hint=""):
     return Question(id=id_, kind="choice", points=points, title=title, name=name, answer=answer,
                     choices=("A", "B", "C", "D"), feedback=feedback, hint=hint)
+
+
+def _hidden_rewards(rng) -> tuple[Case, ...]:
+    return (
+        Case("a random padded batch: the score on each last real token, 0 on padding", draws.reward_inputs(rng)),
+        Case("random full-length responses", draws.reward_inputs(rng, full=True)),
+    )
+
+
+def _hidden_mask(rng, eos: int = 2) -> tuple[Case, ...]:
+    b, t = draws.size(rng, 3, 5), draws.size(rng, 4, 7)
+    tokens = rng.integers(3, 9, (b, t))
+    ends = rng.integers(0, t + 1, b)  # t: no end token in that row
+    for i, e in enumerate(ends):
+        if e < t:
+            tokens[i, e:] = eos  # the end token, then padding with the end token itself
+    zero_pad = tokens.copy()
+    for i, e in enumerate(ends):
+        if e + 1 < t:
+            zero_pad[i, e + 1:] = 0
+    return (
+        Case("random responses padded with the end token", (tokens, eos),
+             hint="only the first end token of a row belongs to the response."),
+        Case("random responses padded with 0", (zero_pad, eos)),
+    )
+
+
+def _hidden_sampling(rng) -> tuple[Case, ...]:
+    b, v = draws.size(rng, 2, 4), draws.size(rng, 4, 7)
+    logits = rng.normal(0, 2, (b, v))
+    k = draws.size(rng, 2, v - 1)
+    top = np.argsort(-logits, axis=-1)[:, :k]
+    inside = top[np.arange(b), rng.integers(0, k, b)]
+    return (
+        Case("random logits at a random temperature", (logits, rng.integers(0, v, b), draws.positive(rng, 0.3, 3.0),
+                                                       None)),
+        Case("random top-k sampling at a random temperature", (logits, inside, draws.positive(rng, 0.3, 3.0), k),
+             hint="renormalize over the k most likely tokens."),
+        Case("random tokens, some outside the top k: -inf", (logits, rng.integers(0, v, b), 1.0, k)),
+    )
 
 
 _REWARD_CASES = (
@@ -155,18 +196,24 @@ QUESTIONS = [
     Question(
         id="07.fix_rewards", kind="function", points=3, title="per-token rewards, both bugs fixed",
         name="per_token_rewards_fixed", reference=diagnose.correct_rewards, cases=_REWARD_CASES,
+        guards=("rlhf_course.diagnose.correct_rewards", "rlhf_course.rl.kl_penalized_rewards",
+                "rlhf_course.questions.ex06.per_token_rewards_reference"),
+        hidden=_hidden_rewards,
         hint="r_t = -beta (logp_t - ref_logp_t) on every real token, plus the score on each response's last real "
              "token; 0 on padding.",
     ),
     Question(
         id="07.fix_mask", kind="function", points=2, title="the response mask when padding may be the end token",
         name="response_mask_fixed", reference=diagnose.correct_response_mask, cases=_MASK_CASES,
+        guards=("rlhf_course.diagnose.correct_response_mask",), hidden=_hidden_mask,
         hint="1 up to and including each row's first end token, 0 after it; a row with no end token is all 1.",
     ),
     Question(
         id="07.fix_sampling_logprobs", kind="function", points=3,
         title="log-probabilities of the distribution the tokens were sampled from", name="sampling_logprobs",
         reference=diagnose.correct_sampling_logprobs, cases=_SAMPLING_CASES,
+        guards=("rlhf_course.diagnose.correct_sampling_logprobs", "rlhf_course.diagnose.topk_logits"),
+        hidden=_hidden_sampling,
         hint="log_softmax(logits / T) gathered at the tokens, with every logit outside the top k set to -inf first.",
     ),
     Question(

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from ..checks import Case, Question
+from . import draws
 
 
 def dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, beta):
@@ -33,6 +34,30 @@ def implicit_reward(logp, ref_logp, mask, beta):
     from ..sequences import sequence_penalty
 
     return check_positive_scalar(beta, "beta") * sequence_penalty(logp, ref_logp, mask)
+
+
+def _hidden_dpo_loss(rng) -> tuple[Case, ...]:
+    n = draws.size(rng, 2, 6)
+    four = [-rng.uniform(1, 30, n) for _ in range(4)]
+    big = [four[0] - 800.0, four[1], four[2], four[3]]
+    return (
+        Case("random pairs of sequence log-probabilities and a random beta", (*four, draws.positive(rng))),
+        Case("random pairs with a margin of hundreds: stable", (*big, 1.0), rtol=1e-9,
+             hint="-log sigmoid(z) = np.logaddexp(0, -z)."),
+        Case("a random beta <= 0 raises ValueError", (*four, -float(rng.uniform(0, 1))), raises="ValueError"),
+    )
+
+
+def _hidden_implicit_reward(rng) -> tuple[Case, ...]:
+    b, t = draws.size(rng, 2, 4), draws.size(rng, 2, 6)
+    mask = draws.prefix_mask(rng, b, t)
+    banned = np.where(mask > 0, draws.logps(rng, (b, t)), _BIG)
+    return (
+        Case("a random padded batch: padded positions do not count",
+             (banned, draws.logps(rng, (b, t)), mask, draws.positive(rng))),
+        Case("a random mask of another shape raises ValueError",
+             (draws.logps(rng, t), draws.logps(rng, t), np.ones(t + 1), 0.1), raises="ValueError"),
+    )
 
 
 def _pl_probability(scores, order) -> float:
@@ -59,7 +84,8 @@ QUESTIONS = [
         title="the DPO loss from sequence log-probabilities",
         name="dpo_loss",
         reference=dpo_loss,
-        guards=("rlhf_course.dpo.dpo_loss",),
+        guards=("rlhf_course.dpo.dpo_loss", "rlhf_course.questions.ex08.dpo_loss"),
+        hidden=_hidden_dpo_loss,
         cases=(
             Case("at initialization (pi = pi_ref) the loss is log 2",
                  ([-3.0, -7.5, -0.2], [-5.0, -9.5, -2.2], [-3.0, -7.5, -0.2], [-5.0, -9.5, -2.2], 0.1),
@@ -97,6 +123,8 @@ QUESTIONS = [
         title="the implicit reward of whole responses, from per-token log-probabilities",
         name="implicit_reward",
         reference=implicit_reward,
+        guards=("rlhf_course.questions.ex08.implicit_reward", "rlhf_course.sequences.sequence_penalty"),
+        hidden=_hidden_implicit_reward,
         cases=(
             Case("one response of three tokens", ([-0.5, -1.2, -0.1], [-0.7, -1.0, -0.3], [1, 1, 1], 0.1)),
             Case("the policy equals the reference: 0", ([-0.5, -1.2], [-0.5, -1.2], [1, 1], 0.3)),

@@ -56,7 +56,7 @@ def hidden_group_advantages(rng) -> tuple[Case, ...]:
         size = G * int(rng.integers(1, 4))
         # half the time verifiable 0/1 rewards, where whole groups often tie (std 0)
         r = rng.choice([0.0, 1.0], size=size) if rng.random() < 0.5 else rng.normal(size=size)
-        cases.append(Case(f"hidden: {len(r) // G} groups of {G}, {center}/{scale}",
+        cases.append(Case(f"random groups, some with ties, center={center!r}, scale={scale!r}",
                           ([float(v) for v in r], G, center, scale)))
     return tuple(cases)
 
@@ -69,7 +69,7 @@ def hidden_aggregate_loss(rng) -> tuple[Case, ...]:
         lengths = rng.integers(1, T + 1, size=B)
         mask = [[1.0 if t < n else 0.0 for t in range(T)] for n in lengths]
         loss = rng.normal(size=(B, T)).round(3).tolist()
-        cases.append(Case(f"hidden: {B} responses of lengths {lengths.tolist()}, {mode}", (loss, mask, mode)))
+        cases.append(Case(f"a random padded batch, mode={mode!r}", (loss, mask, mode)))
     return tuple(cases)
 
 
@@ -83,7 +83,7 @@ def hidden_best_of_n(rng) -> tuple[Case, ...]:
         p[-1] = 1.0 - p[:-1].sum()
         r = rng.integers(0, 3, size=K).astype(float) if ties else rng.normal(size=K).round(3)
         n = int(rng.integers(2, 9))
-        cases.append(Case(f"hidden: K = {K}, n = {n}{', ties' if ties else ''}",
+        cases.append(Case(f"a random categorical{' with tied rewards' if ties else ''}",
                           ([float(v) for v in p], [float(v) for v in r], n)))
     return tuple(cases)
 
@@ -100,6 +100,8 @@ QUESTIONS = [
         title="group advantages: GRPO, Dr. GRPO and RLOO",
         name="group_advantages",
         reference=group_advantages_reference,
+        guards=("rlhf_course.rl.group_advantages",),
+        hidden=hidden_group_advantages,
         cases=(
             Case("GRPO: two groups of four, centred and scaled", (TWO_GROUPS, 4, "mean", "std"),
                  hint="divide by the group's sample standard deviation (ddof=1, as torch.std) plus eps = 1e-6."),
@@ -127,6 +129,8 @@ QUESTIONS = [
         title="token-mean and sequence-mean loss aggregation",
         name="aggregate_loss",
         reference=aggregate_loss_reference,
+        guards=("rlhf_course.rl.aggregate_loss",),
+        hidden=hidden_aggregate_loss,
         cases=(
             Case("token-mean over a padded batch (DAPO)", (LOSS, MASK, "token-mean"),
                  hint="sum the loss over every real token of the batch and divide by their number."),
@@ -150,6 +154,8 @@ QUESTIONS = [
         title="the exact best-of-n distribution of a categorical",
         name="best_of_n_policy",
         reference=best_of_n_reference,
+        guards=("rlhf_course.objective.best_of_n_policy",),
+        hidden=hidden_best_of_n,
         cases=(
             Case("the reference case, n = 2", ([0.5, 0.3, 0.2], [1.0, 0.0, -1.0], 2),
                  hint="order the outputs by reward; P(best = y) = F(y)^n - F(y-)^n with F the reference's CDF."),
