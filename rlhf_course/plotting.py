@@ -971,3 +971,49 @@ def plot_overoptimization(runs: dict, fit: dict | None = None, fig=None):
     ax_g.set_title("gold reward: rises, then falls")
     ax_p.set_title("proxy reward: keeps rising")
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# chapter 7: reading a run
+
+
+def plot_rewards_vs_sqrt_kl(runs: dict, window: int = 5, fig=None):
+    """Proxy and gold reward against ``sqrt(KL)`` to the reference, one line per run (Gao et al. 2022).
+
+    ``runs`` maps a label to a run with ``"kl"``, ``"proxy"`` and ``"gold"`` series (a
+    :class:`rlhf_course.diagnose.RunLog` or a dict of arrays); each series is smoothed by a running mean
+    over ``window`` iterations first, and a negative smoothed KL (a k1 estimate can be) is drawn at 0.
+    """
+    import numpy as np
+
+    from .diagnose import smooth
+
+    if not isinstance(runs, dict) or not runs:
+        raise ValueError("runs must be a non-empty dict of label -> run")
+    fig = _ch6_figure(fig, (9.0, 3.3))
+    axes = fig.subplots(1, 2, sharex=True)
+    colors = [COLORS["optimal"], COLORS["proxy"], COLORS["kl"], COLORS["policy"], COLORS["reference"]]
+    for (name, r), color in zip(runs.items(), colors * (len(runs) // len(colors) + 1)):
+        x = np.sqrt(np.maximum(smooth(r["kl"], window), 0))
+        axes[0].plot(x, smooth(r["proxy"], window), color=color, lw=1.2, label=name)
+        axes[1].plot(x, smooth(r["gold"], window), color=color, lw=1.2, label=name)
+    xlabel = r"$\sqrt{\mathrm{KL}}$ (nats$^{1/2}$)"
+    axes[0].set(xlabel=xlabel, ylabel="proxy reward", title="what the policy is trained on")
+    axes[1].set(xlabel=xlabel, ylabel="gold reward", title="what was wanted")
+    axes[1].legend(fontsize=7)
+    return fig
+
+
+def plot_agreement_bars(agree: dict, fig=None):
+    """Horizontal bars: for each label, the share of pairs a reward model orders like the gold reward,
+    with chance (0.5) dashed."""
+    if not isinstance(agree, dict) or not agree:
+        raise ValueError("agree must be a non-empty dict of label -> share in [0, 1]")
+    fig = _ch6_figure(fig, (5.6, 2.4))
+    ax = fig.subplots()
+    colors = [COLORS["proxy"], COLORS["optimal"], COLORS["reward"], COLORS["policy"]]
+    ax.barh(list(agree), [float(v) for v in agree.values()], color=colors[:len(agree)])
+    ax.axvline(0.5, color="black", lw=0.8, ls="--")
+    ax.set(xlim=(0, 1), xlabel="share of pairs of reference responses ordered like the gold reward",
+           title="the reward model's agreement with the gold reward")
+    return fig

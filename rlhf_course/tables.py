@@ -133,3 +133,23 @@ def token_penalty_tables(responses: Sequence[Mapping]) -> str:
              "</style>")
     return (style + "<div style='display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start'>"
             + "".join(tables) + "</div>")
+
+
+def wrapped(label: str, items, width: int = 88) -> str:
+    """``label`` followed by ``items`` (a string, or a sequence shown as its ``repr``), wrapped at ``width``
+    characters with continuation lines indented by four spaces, so that a printed sample fits the page.
+    Words are never broken; a word longer than a line is put on a line of its own."""
+    import textwrap
+
+    if not isinstance(label, str):
+        raise TypeError(f"label must be a str, got {type(label).__name__}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 20:
+        raise ValueError(f"width must be an integer >= 20, got {width!r}")
+    body = items if isinstance(items, str) else repr(list(items))
+    return textwrap.fill(f"{label} {body}" if label else body, width=width, subsequent_indent="    ",
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def print_wrapped(label: str, items, width: int = 88) -> None:
+    """Print :func:`wrapped` ``(label, items, width)``."""
+    print(wrapped(label, items, width))
