@@ -153,3 +153,14 @@ def wrapped(label: str, items, width: int = 88) -> str:
 def print_wrapped(label: str, items, width: int = 88) -> None:
     """Print :func:`wrapped` ``(label, items, width)``."""
     print(wrapped(label, items, width))
+
+
+def show_html_table(header: Sequence[str], rows: Sequence[Sequence],
+                    formats: str | Sequence[str | None] | None = None,
+                    caption: str | None = None) -> None:
+    """Display :func:`html_table` as a notebook output. Unlike a markdown table, texts are escaped, so a
+    token such as ``<eos>`` in a sampled response stays visible. Returns nothing (a returned object on a
+    cell's last line would be shown a second time)."""
+    from IPython.display import HTML, display
+
+    display(HTML(html_table(header, rows, formats, caption)))

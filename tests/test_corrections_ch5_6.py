@@ -252,3 +252,20 @@ def test_k3_minus_k1_averages_to_zero_under_the_policy(weights, seed):
     ref = np.random.default_rng(seed).dirichlet(np.ones(len(pi)))
     gap = k3(np.log(pi), np.log(ref)) - k1(np.log(pi), np.log(ref))
     assert float(pi @ gap) == pytest.approx(0.0, abs=1e-12)
+
+
+# --- the chapter's table helper ------------------------------------------------------------------------
+
+def test_show_html_table_keeps_tokens_visible_and_returns_nothing(monkeypatch):
+    import IPython.display
+
+    from rlhf_course.tables import show_html_table
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", shown.append)
+    out = show_html_table(["response", "gold"], [("amazing . <eos>", 0.5)], [None, ".2f"])
+    assert out is None and len(shown) == 1
+    html = shown[0].data
+    assert "amazing . &lt;eos&gt;" in html and "<eos>" not in html and ">0.50<" in html
+    with pytest.raises(ValueError, match="row 0 has 1 cells"):
+        show_html_table(["response", "gold"], [("only one",)])
