@@ -172,6 +172,8 @@ def test_reward_only_run_ends_at_the_point_mass_kl():
     point_mass = np.zeros_like(REF)
     point_mass[:, FLATTERY] = 1.0
     assert run["kl"][-1] == pytest.approx(float(kl_divergence(point_mass, REF).mean()), abs=1e-6)
+    # the flattery loop is each prompt's least likely response: no policy has a larger KL
+    assert np.all(REF.argmin(-1) == FLATTERY)
     assert np.all(run["kl"] <= float(-np.log(REF[:, FLATTERY]).mean()) + 1e-9)
 
 
@@ -180,6 +182,8 @@ def test_small_steps_compound_beyond_the_sum_of_their_kls():
     steps = run["step_kl"][1:]
     assert steps.max() < 0.01
     assert run["kl"][-1] > 20 * steps.sum()
+    # what adds up along a path in one direction is roughly the root-KL of each step
+    assert 0.75 < run["kl"][-1] / np.sqrt(steps).sum() ** 2 < 1.25
 
 
 def test_reward_ranking_threshold_for_the_first_prompt():
