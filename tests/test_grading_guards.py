@@ -208,6 +208,31 @@ def test_self_check_never_says_correct():
     assert "hidden case " not in text and len(text.splitlines()) == 2 + len(q.cases)  # head, note, public cases
 
 
+def test_a_delegation_inside_a_thread_is_caught():
+    import threading
+
+    q = get_question("01.kl_divergence")
+
+    def threaded(p, qq):
+        out = []
+
+        def work():
+            try:
+                out.append(kl.kl_divergence(p, qq))
+            except ValueError as exc:  # handed back to the caller, as a thread pool would
+                out.append(exc)
+
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+        if isinstance(out[0], Exception):
+            raise out[0]
+        return out[0]
+
+    res = grade(q, collect(q, threaded))
+    assert res.score == 0.0 and res.messages == [MESSAGE.format("kl.kl_divergence")]
+
+
 def test_an_answer_that_switches_off_the_watch_scores_zero():
     q = get_question("01.kl_divergence")
 

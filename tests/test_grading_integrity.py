@@ -104,20 +104,26 @@ def cohort(tmp_path):
     return subs
 
 
+def _fault_on(name: str):
+    """``runner._grade_notebook`` with an internal exception forced on one submission."""
+    real = runner._grade_notebook
+
+    def faulty(path, sub, isolation, settings):
+        if sub == name:
+            raise RuntimeError("forced fault in the grader")
+        return real(path, sub, isolation, settings)
+
+    return faulty
+
+
 def _grade(subs, out, *extra) -> int:
     return main(["grade", str(subs), "--out", str(out), "--quiet", "--jobs", "2", *extra])
 
 
 def test_a_grader_fault_is_not_a_zero_and_only_failed_completes_the_csv(cohort, tmp_path, monkeypatch, capsys):
     real = runner._grade_notebook
-
-    def faulty(path, name, isolation, settings):
-        if name == "bob.ipynb":
-            raise RuntimeError("forced fault in the grader")
-        return real(path, name, isolation, settings)
-
     out = tmp_path / "out"
-    monkeypatch.setattr(runner, "_grade_notebook", faulty)
+    monkeypatch.setattr(runner, "_grade_notebook", _fault_on("bob.ipynb"))
     assert _grade(cohort, out, "--seed", SEED) == 1
     err = capsys.readouterr().err
     assert "the grader failed on 1 submission" in err and "bob.ipynb" in err and "--only-failed" in err
@@ -218,3 +224,22 @@ def test_every_chapters_solutions_get_full_marks_through_the_grader(tmp_path):
     assert len(rows) == len(list(subs.glob("*.ipynb")))
     for name, row in rows.items():
         assert row["status"] == "ok" and row["score"] == row["max_score"], (name, row)
+
+
+def test_only_failed_keeps_the_roster_columns_and_rows(tmp_path, monkeypatch):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for name in ("alice.ipynb", "bob.ipynb"):
+        (subs / name).write_text("not a notebook")
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student_id,file\ns1,alice.ipynb\ns2,bob.ipynb\ns3,carol.ipynb\n")
+    out = tmp_path / "out"
+    monkeypatch.setattr(runner, "_grade_notebook", _fault_on("bob.ipynb"))
+    assert main(["grade", str(subs), "--out", str(out), "--quiet", "--roster", str(roster)]) == 1
+    monkeypatch.undo()
+    assert main(["grade", str(subs), "--only-failed", str(out), "--quiet"]) == 0
+    lines = (out / "grades.csv").read_text().splitlines()
+    assert len(lines) == 4 and sum(",s3," in ln for ln in lines) == 1
+    rows = _rows(out / "grades.csv")
+    assert rows["bob.ipynb"]["student_id"] == "s2" and rows["bob.ipynb"]["status"] == "invalid-notebook"
+    assert rows["s3"]["status"] == "no-submission"

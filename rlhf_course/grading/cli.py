@@ -236,8 +236,11 @@ def run(args) -> int:
         return _error(str(exc))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    rows = report.grade_rows(graded, seed, roster.ids if roster else None)
-    if roster is not None:
+    ids = roster.ids if roster else None
+    if ids is None and any(report.ID_COLUMN in r for r in old_rows):  # --only-failed keeps the ids it had
+        ids = {r["submission"]: r.get(report.ID_COLUMN, "") for r in old_rows}
+    rows = report.grade_rows(graded, seed, ids)
+    if roster is not None and not old_rows:  # --only-failed: the rows of absent students are there already
         rows += [{"submission": "", report.ID_COLUMN: sid, "exercise": "", "status": "no-submission", "score": "",
                   "max_score": "", "seed": str(seed)} for sid in roster.absent]
     if old_rows:  # --only-failed: the other rows stay exactly as they were
