@@ -335,3 +335,14 @@ def test_grader_scores_delegating_notebook_zero(tmp_path, how):
     header, row = rows[0].split(","), rows[1].split(",")
     for qid in GUARDED:
         assert float(row[header.index(qid)]) == 0.0
+
+
+def test_the_question_listing_shows_guards_and_hidden_cases(capsys):
+    from rlhf_course.cli import main
+
+    assert main(["questions"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for q in CODE_QUESTIONS:
+        line = lines[next(i for i, ln in enumerate(lines) if ln.strip().startswith(q.id + " ")) + 1]
+        assert f"{len(q.cases)} public + {len(hidden_cases(q, 0))} hidden cases" in line, q.id
+        assert all(g.removeprefix("rlhf_course.") in line for g in q.guards), q.id
