@@ -1,15 +1,17 @@
-"""Reading the critic-free chapter's language-model runs: smoothed paths, rewards at a matched KL, where the
-gold reward turns, and Gao et al. (2022)'s best-of-n functional form.
+"""Reading the critic-free chapter's language-model runs: rewards at a matched KL, where the gold reward
+turns, time per episode, and the runs beside best-of-n on Gao et al. (2022)'s axes.
 
-Gao et al. write ``d = sqrt(KL(pi || pi_ref))`` and fit the gold reward gained over the reference with
-``R_BoN(d) = d (a - b d)`` for best-of-n and ``R_RL(d) = d (a - b log d)`` for RL
-(:func:`rlhf_course.ppo.gao_rl_fit`). Both are linear in ``(a, b)``: least squares on two features. numpy only.
+Runs are read with :func:`rlhf_course.diagnose.load_run` (a :class:`~rlhf_course.diagnose.RunLog`) and
+smoothed with :func:`rlhf_course.diagnose.smooth`; best-of-n comes from :mod:`rlhf_course.best_of_n`.
+numpy only.
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["smooth", "gao_bon_fit", "gao_bon_curve", "at_kl", "gold_turn"]
+from .diagnose import smooth
+
+__all__ = ["at_kl", "gold_turn", "matched_kl_table", "seconds_per_episode"]
 
 
 def _vector(x, name: str) -> np.ndarray:
@@ -19,42 +21,6 @@ def _vector(x, name: str) -> np.ndarray:
     if not np.isfinite(a).all():
         raise ValueError(f"{name} must be finite")
     return a
-
-
-def smooth(x, window: int = 10) -> np.ndarray:
-    """Trailing running mean over ``window`` iterations (shorter at the start): the value an iteration's
-    batch mean would have with ``window`` times the batch."""
-    a = _vector(x, "x")
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"window must be an int >= 1, got {window!r}")
-    c = np.cumsum(np.concatenate([[0.0], a]))
-    idx = np.arange(1, a.size + 1)
-    lo = np.maximum(idx - window, 0)
-    return (c[idx] - c[lo]) / (idx - lo)
-
-
-def gao_bon_fit(kl, gain) -> dict:
-    """Least-squares fit of ``gain = d (a - b d)``, ``d = sqrt(kl)``: ``{"a", "b", "r2", "peak_d",
-    "peak_gain"}``, the peak at ``d* = a / (2 b)`` (infinite when ``b <= 0``)."""
-    kl, gain = _vector(kl, "kl"), _vector(gain, "gain")
-    if kl.shape != gain.shape or kl.size < 2:
-        raise ValueError("kl and gain must have the same length, at least 2")
-    if (kl < 0).any():
-        raise ValueError("kl must be >= 0")
-    d = np.sqrt(kl)
-    X = np.stack([d, -d * d], axis=1)
-    (a, b), *_ = np.linalg.lstsq(X, gain, rcond=None)
-    ss = float(((gain - gain.mean()) ** 2).sum())
-    r2 = 1.0 - float(((gain - X @ np.array([a, b])) ** 2).sum()) / ss if ss > 0 else float("nan")
-    peak = float(a / (2 * b)) if b > 0 else float("inf")
-    return {"a": float(a), "b": float(b), "r2": r2, "peak_d": peak,
-            "peak_gain": float(a * a / (4 * b)) if b > 0 else float("inf")}
-
-
-def gao_bon_curve(d, a: float, b: float) -> np.ndarray:
-    """``d (a - b d)``."""
-    d = np.asarray(d, dtype=np.float64)
-    return d * (a - b * d)
 
 
 def at_kl(kl, values, target: float) -> float:
@@ -78,9 +44,32 @@ def gold_turn(gold, proxy, window: int = 10, drop: float = 0.1) -> dict:
     """Where over-optimization shows in a run: the iteration where the smoothed gold reward peaks, and
     whether it then fell by more than ``drop`` while the smoothed proxy reward ended higher than at that
     peak (``{"peak": int, "peak_gold": float, "end_gold": float, "turned": bool}``)."""
-    g, p = smooth(gold, window), smooth(proxy, window)
+    g, p = smooth(_vector(gold, "gold"), window), smooth(_vector(proxy, "proxy"), window)
     if g.shape != p.shape:
         raise ValueError("gold and proxy must have the same length")
     i = int(np.argmax(g))
     turned = bool(g[-1] < g[i] - drop and p[-1] > p[i])
     return {"peak": i, "peak_gold": float(g[i]), "end_gold": float(g[-1]), "turned": turned}
+
+
+def matched_kl_table(runs: dict, targets, window: int = 10) -> dict:
+    """For each run (label -> RunLog or dict of ``kl``, ``gold``, ``proxy`` arrays) and each KL in
+    ``targets``: the smoothed gold and proxy reward where the smoothed KL path first reaches it
+    (``{label: {"gold": [...], "proxy": [...]}}``, NaN where the run never gets that far), and where its
+    gold reward turned (:func:`gold_turn`, with the smoothed KL there)."""
+    out = {}
+    for label, r in runs.items():
+        kl, gold, proxy = (smooth(_vector(r[k], k), window) for k in ("kl", "gold", "proxy"))
+        turn = gold_turn(r["gold"], r["proxy"], window)
+        out[label] = {"gold": [at_kl(kl, gold, t) for t in targets],
+                      "proxy": [at_kl(kl, proxy, t) for t in targets],
+                      "turn": {**turn, "kl": float(kl[turn["peak"]])}, "end_kl": float(kl[-1])}
+    return out
+
+
+def seconds_per_episode(run) -> float:
+    """Wall time of a run's training iterations (``summary.json``'s ``seconds``) over its episodes."""
+    s, c = run.summary, run.config
+    # a GRPO run's summary counts its episodes; a PPO run has batch_size episodes per iteration
+    episodes = s.get("episodes") or s["iterations"] * c["batch_size"]
+    return float(s["seconds"]) / episodes

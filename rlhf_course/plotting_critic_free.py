@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .plotting import BETA_COLORS, COLORS
 
-__all__ = ["plot_fixed_points", "plot_best_of_n_toy", "plot_gold_vs_sqrt_kl", "plot_points"]
+__all__ = ["plot_fixed_points", "plot_best_of_n_toy", "plot_gold_vs_sqrt_kl", "plot_points", "plot_lm_paths"]
 
 
 def _figure(fig, figsize):
@@ -118,4 +118,30 @@ def plot_points(panels: list, fig=None, width: float = 4.6, height: float = 3.3)
             ax.set_xticks(panel["xticks"], [str(t) for t in panel["xticks"]])
         ax.set(xlabel=panel.get("xlabel", ""), ylabel=panel.get("ylabel", ""), title=panel.get("title", ""))
         ax.legend(fontsize=7.5)
+    return fig
+
+
+def plot_lm_paths(runs: dict, styles: dict | None = None, window: int = 10, fig=None):
+    """Three panels for language-model runs (label -> a RunLog or dict of ``kl``, ``gold``, ``proxy``,
+    ``length`` series, smoothed over ``window`` iterations): gold and proxy reward against
+    ``sqrt(KL)``, and the KL over iterations. ``styles`` maps a label to matplotlib line options."""
+    import numpy as np
+
+    from .diagnose import smooth
+
+    fig = _figure(fig, (12.0, 3.6))
+    ax_g, ax_p, ax_k = fig.subplots(1, 3)
+    styles = styles or {}
+    for label, r in runs.items():
+        kl = smooth(r["kl"], window)
+        d = np.sqrt(np.clip(kl, 0, None))
+        st = {"lw": 1.3, **styles.get(label, {})}
+        ax_g.plot(d, smooth(r["gold"], window), label=label, **st)
+        ax_p.plot(d, smooth(r["proxy"], window), label=label, **st)
+        ax_k.plot(kl, label=label, **st)
+    xlabel = r"$\sqrt{\mathrm{KL}(\pi \,\|\, \pi_{\mathrm{ref}})}$"
+    ax_g.set(xlabel=xlabel, ylabel="gold reward", title="what was wanted")
+    ax_p.set(xlabel=xlabel, ylabel="proxy reward", title="what the policy is trained on")
+    ax_k.set(xlabel="iteration", ylabel="nats (k1)", title="KL per response", yscale="symlog")
+    ax_k.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig

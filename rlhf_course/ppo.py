@@ -46,24 +46,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .device import pick_device
 from .gpt import GPT, generate, response_logprobs
 from .kl import k1, k3
+from .loop import RunInterrupted, refuse_or_check, run_iterations, write_summary
 from .reward_model import PRESETS as RM_PRESETS
 from .reward_model import RewardModel, RewardModelConfig, ensure_reward_model, load_reward_model
 from .rl import (AdaptiveKLController, FixedKLController, clipped_policy_loss, clipped_value_loss, gae,
                  kl_penalized_rewards, masked_mean, masked_var, whiten)
-from .runs import (append_jsonl, autocast, check_same_config, config_dict, grad_scaler, make_run_dir, read_json,
-                   read_jsonl, save_atomic, truncate_jsonl, write_json)
+from .runs import autocast, check_same_config, config_dict, grad_scaler, make_run_dir, read_json, write_json
 from .sft import PRESET_NAMES
 from .sft import PRESETS as SFT_PRESETS
 from .sft import SFTConfig, load_model
 from .world import World
 
 __all__ = ["PPOConfig", "PRESETS", "Preset", "PPOTrainer", "train_ppo", "run_pipeline", "run_name", "load_policy",
-           "RunInterrupted", "evaluate", "gao_rl_fit", "gao_rl_curve"]
+           "RunInterrupted", "evaluate", "judge", "gao_rl_fit", "gao_rl_curve"]
 
 
 @dataclass(frozen=True)
@@ -158,10 +157,6 @@ PRESETS = {
     "full": Preset(SFT_PRESETS["full"], RM_PRESETS["full"],
                    PPOConfig(iterations=1000, batch_size=256, minibatches=4, lr=5e-5, checkpoint_every=50)),
 }
-
-
-class RunInterrupted(RuntimeError):
-    """Raised by ``train_ppo(..., stop_after=n)``: the run stopped early, as if killed (for the tests)."""
 
 
 def run_name(cfg: PPOConfig) -> str:
@@ -305,7 +300,7 @@ class PPOTrainer:
     # -- 5. the update ---------------------------------------------------------------------------------
     def update(self, b: dict) -> dict:
         """``ppo_epochs`` passes of shuffled minibatches; every operation batched over tokens."""
-        cfg, P = self.cfg, self.prompts.shape[1]
+        cfg = self.cfg
         self.policy.train()
         if self.value_model is not None:
             self.value_model.train()
@@ -394,11 +389,13 @@ class PPOTrainer:
 
 
 def load_policy(run_dir: str | Path, device: str | torch.device = "cpu") -> GPT:
-    """The policy of a PPO run (its last checkpoint), for sampling and evaluation."""
+    """The policy of a PPO or GRPO run (its last checkpoint), for sampling and evaluation."""
     run_dir = Path(run_dir)
     ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
     sft_dir = run_dir / read_json(run_dir / "stages.json")["sft"]  # relative to the run (or absolute)
-    policy = load_model(sft_dir, device="cpu", value_head=ckpt["value_model"] is None)
+    # a value head on the policy's trunk (PPO's shared value) is in its weights; GRPO's policy has none
+    has_head = any(k.startswith("value_head.") for k in ckpt["policy"])
+    policy = load_model(sft_dir, device="cpu", value_head=has_head)
     policy.load_state_dict(ckpt["policy"])
     policy.eval()
     return policy.to(pick_device(device) if isinstance(device, str) else device)
@@ -416,61 +413,58 @@ def train_ppo(cfg: PPOConfig, out: str | Path, sft_dir: str | Path, reward_dir: 
     so it is not part of ``config.json``; compiled kernels round differently, so not bitwise equal).
     """
     world = world or World()
-    dev = pick_device(device)
-    out = Path(out)
-    ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.jsonl"
-    if out.exists() and (ckpt_path.exists() or metrics_path.exists()):
-        if not resume:
-            raise ValueError(f"{out} already holds a PPO run; pass resume=True (--resume) to continue it, or use "
-                             f"another output folder")
-        check_same_config(out / "config.json", cfg, "PPO run")
-    out = make_run_dir(out)
-    write_json(out / "config.json", config_dict(cfg))
-    # where the stages are, relative to the run folder (the pipeline folder can be moved as a whole)
-    write_json(out / "stages.json", {k: os.path.relpath(Path(v).resolve(), out.resolve())
-                                     for k, v in (("sft", sft_dir), ("reward_model", reward_dir))})
     t_start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    reference = load_model(sft_dir, device=dev)
+    out, dev, reference, reward_model = prepare_run(cfg, out, sft_dir, reward_dir, device, "PPO run", resume)
     policy = load_model(sft_dir, device=dev, value_head=cfg.shared_value)
     value_model = None if cfg.shared_value else load_model(sft_dir, device=dev, value_head=True)
-    reward_model: RewardModel = load_reward_model(reward_dir, device=dev)
-    reward_model.requires_grad_(False)
     tok = world.tokenizer
     trainer = PPOTrainer(cfg, policy, reference, reward_model, torch.as_tensor(world.prompts(), device=dev),
                          tok.eos_id, tok.pad_id, value_model, compile=compile)
-    start, seconds = 0, 0.0
-    if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        trainer.load_state_dict(state)
-        start, seconds = state["step"] + 1, state["seconds"]
-        truncate_jsonl(metrics_path, state["step"])
-    elif metrics_path.exists():
-        metrics_path.unlink()  # killed before its first checkpoint: start over
     P = trainer.prompts.shape[1]
-    bar = tqdm(range(start, cfg.iterations), desc=f"ppo {run_name(cfg)}", disable=not progress, leave=False,
-               initial=start, total=cfg.iterations)
-    for n_session, step in enumerate(bar, start=1):
-        t0 = time.perf_counter()
-        b = trainer.step()
-        record = _metrics(step, cfg, world, b, P)
-        seconds += time.perf_counter() - t0
-        record.update(b["timings"], seconds=seconds)
-        append_jsonl(metrics_path, record)
-        bar.set_postfix(proxy=f"{record['proxy']:.2f}", gold=f"{record['gold']:.2f}", kl=f"{record['kl']:.2f}")
-        last = step == cfg.iterations - 1
-        if (step + 1) % cfg.checkpoint_every == 0 or last:
-            save_atomic({**trainer.state_dict(), "step": step, "seconds": seconds}, ckpt_path)
-        if stop_after is not None and n_session >= stop_after and not last:
-            bar.close()
-            raise RunInterrupted(f"stopped after {n_session} iterations (at step {step}), as asked")
-    bar.close()
-    records = read_jsonl(metrics_path)
-    summary = {"device": str(dev), "seconds": seconds, "session_seconds": time.perf_counter() - t_start,
-               "iterations": cfg.iterations, "final_beta": trainer.kl_ctl.beta,
-               "final": records[-1] if records else None}
-    write_json(out / "summary.json", summary)
+    seconds, records = run_iterations(trainer, lambda step, b: _metrics(step, cfg, world, b, P), out,
+                                      cfg.iterations, cfg.checkpoint_every, desc=f"ppo {run_name(cfg)}",
+                                      resume=resume, progress=progress, stop_after=stop_after)
+    write_summary(out, device=str(dev), seconds=seconds, session_seconds=time.perf_counter() - t_start,
+                  iterations=cfg.iterations, final_beta=trainer.kl_ctl.beta,
+                  final=records[-1] if records else None)
     return out
+
+
+def prepare_run(cfg, out: str | Path, sft_dir: str | Path, reward_dir: str | Path, device: str, what: str,
+                resume: bool) -> tuple[Path, torch.device, GPT, RewardModel]:
+    """What every RL stage on the tiny LM does first: refuse a folder that holds another run (unless
+    ``resume``), write ``config.json`` and ``stages.json``, seed torch with ``cfg.seed``, and load the frozen
+    reference and reward model. Returns ``(out, device, reference, reward_model)``."""
+    dev = pick_device(device)
+    out = Path(out)
+    refuse_or_check(out, cfg, what, resume)
+    out = make_run_dir(out)
+    write_json(out / "config.json", config_dict(cfg))
+    write_stages(out, sft_dir, reward_dir)
+    torch.manual_seed(cfg.seed)
+    reference = load_model(sft_dir, device=dev)
+    reward_model = load_reward_model(reward_dir, device=dev)
+    reward_model.requires_grad_(False)
+    return out, dev, reference, reward_model
+
+
+def write_stages(out: Path, sft_dir: str | Path, reward_dir: str | Path) -> None:
+    """``stages.json``: where the run's reference and reward model are, relative to the run folder (so the
+    pipeline folder can be moved as a whole)."""
+    write_json(out / "stages.json", {k: os.path.relpath(Path(v).resolve(), out.resolve())
+                                     for k, v in (("sft", sft_dir), ("reward_model", reward_dir))})
+
+
+def judge(world: World, toks: np.ndarray, lengths: np.ndarray, P: int) -> dict:
+    """The world's verdict on responses (``toks`` are prompt and response, the response from ``P`` on):
+    ``gold`` (:meth:`World.gold_reward`'s formula, from one :meth:`World.analyze`), its parts ``sentiment``,
+    ``errors``, ``finished``; ``fluency``, the world's log-probability per response token; ``distinct``, the
+    share of distinct tokens in each response. ``(B,)`` numpy arrays; the one evaluation path of the course."""
+    a = world.analyze(toks, count_from=P)
+    gold = a["sentiment"] - world.error_weight * (a["errors"] + 1.0 - a["finished"])
+    return {"gold": gold, "sentiment": a["sentiment"], "errors": a["errors"], "finished": a["finished"],
+            "fluency": (a["logp"] - world.log_prob(toks[:, :P])) / lengths,
+            "distinct": _distinct_share(toks[:, P:], lengths)}
 
 
 def _distinct_share(resp: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -494,10 +488,8 @@ def _metrics(step: int, cfg: PPOConfig, world: World, b: dict, P: int) -> dict:
         (b["score"] - beta * b["seq_kl_k1"]).mean()])]).cpu().numpy()
     lengths, sc = flat[:B], flat[B:2 * B]
     finished, kl, kl_k3, objective = flat[2 * B:].tolist()
-    a = world.analyze(toks, count_from=P)
-    gold = a["sentiment"] - world.error_weight * (a["errors"] + 1.0 - a["finished"])
-    fluency = (a["logp"] - world.log_prob(toks[:, :P])) / lengths  # world log-probability per response token
-    distinct = _distinct_share(toks[:, P:], lengths)
+    j = judge(world, toks, lengths, P)
+    gold = j["gold"]
     samples = [{"prompt": world.tokenizer.decode(toks[i, :P]), "text": world.tokenizer.decode(toks[i, P:]),
                 "proxy": float(sc[i]), "gold": float(gold[i])} for i in range(cfg.log_samples)]
     return {
@@ -506,8 +498,8 @@ def _metrics(step: int, cfg: PPOConfig, world: World, b: dict, P: int) -> dict:
         "beta": beta,
         "proxy": float(sc.mean()),                      # reward model score
         "gold": float(np.mean(gold)),                   # the world's gold reward
-        "sentiment": float(np.mean(a["sentiment"])),
-        "errors": float(np.mean(a["errors"])),
+        "sentiment": float(np.mean(j["sentiment"])),
+        "errors": float(np.mean(j["errors"])),
         "finished": finished,
         "kl": kl,                                       # sequence KL(pi || pi_ref), k1 estimate
         "kl_k3": kl_k3,                                 # the same, k3 estimate
@@ -520,8 +512,8 @@ def _metrics(step: int, cfg: PPOConfig, world: World, b: dict, P: int) -> dict:
         "value_loss": st["value_loss"],
         "explained_variance": b["explained_variance"],
         "length": float(lengths.mean()),
-        "fluency": float(np.mean(fluency)),             # world log-probability per response token
-        "distinct": float(np.mean(distinct)),           # distinct tokens / tokens, per response
+        "fluency": float(np.mean(j["fluency"])),        # world log-probability per response token
+        "distinct": float(np.mean(j["distinct"])),      # distinct tokens / tokens, per response
         "samples": samples,
     }
 
@@ -549,17 +541,10 @@ def evaluate(model: GPT, reward_model: RewardModel, world: World, n: int = 256, 
     P = world.prompts().shape[1]
     proxy = score_batched(reward_model, tokens, mask, P).cpu().numpy()
     toks = tokens.cpu().numpy()
-    a = world.analyze(toks, count_from=P)
-    gold = a["sentiment"] - world.error_weight * (a["errors"] + 1.0 - a["finished"])
     lengths = mask.sum(1).cpu().numpy()
     dec = world.tokenizer.decode
-    return {
-        "prompt": [dec(t[:P]) for t in toks], "text": [dec(t[P:]) for t in toks],
-        "proxy": proxy, "gold": gold, "sentiment": a["sentiment"], "errors": a["errors"], "finished": a["finished"],
-        "fluency": (a["logp"] - world.log_prob(toks[:, :P])) / lengths, "length": lengths,
-        "distinct": np.array([len(set(t[P:P + int(k)].tolist())) / int(k) for t, k in zip(toks, lengths)]),
-        "tokens": tokens, "mask": mask, "prompt_len": P,
-    }
+    return {"prompt": [dec(t[:P]) for t in toks], "text": [dec(t[P:]) for t in toks], "proxy": proxy,
+            **judge(world, toks, lengths, P), "length": lengths, "tokens": tokens, "mask": mask, "prompt_len": P}
 
 
 def gao_rl_fit(kl, gain) -> dict:
