@@ -26,7 +26,6 @@ course runs without the ``hf`` extra (``pip install "rlhf-course[hf]"``).
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -350,21 +349,12 @@ def export(run_dir: str | Path, out_dir: str | Path) -> Path:
     else:
         raise ValueError(f"{run_dir} holds no course model (model.pt or checkpoint.pt): is the stage finished?")
     gpt.eval()
-    to_transformers(replace_value_head(gpt, False)).save_pretrained(out_dir)
+    to_transformers(gpt).save_pretrained(out_dir)  # the value head, if any, is left out of the LM
     tokenizer.save_pretrained(out_dir)
     if gpt.value_head is not None:
         to_transformers_value(gpt).save_pretrained(out_dir / "value_model")
         tokenizer.save_pretrained(out_dir / "value_model")
     return out_dir
-
-
-def replace_value_head(gpt: GPT, value_head: bool) -> GPT:
-    """A copy of ``gpt`` with (a zero) or without a value head, the rest of the weights equal."""
-    gpt = _check_gpt(gpt)
-    out = GPT(replace(gpt.cfg, value_head=value_head))
-    state = {k: v for k, v in gpt.state_dict().items() if not k.startswith("value_head.")}
-    _load_exact(out, state, allowed_missing=("value_head.weight", "value_head.bias"))
-    return out.eval()
 
 
 # ----------------------------------------------------------------------------------------------------

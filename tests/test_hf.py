@@ -189,6 +189,35 @@ def test_export_cli_loads_offline(tmp_path, capsys):
     assert "error" in capsys.readouterr().out
 
 
+def test_export_of_a_ppo_run_writes_policy_and_value_model(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+
+    cfg = model_config(WORLD, 1, 2, 16, block_size=32)
+    sft = tmp_path / "pipeline" / "sft"
+    sft.mkdir(parents=True)
+    save_atomic({"gpt_config": cfg.to_dict(), "state_dict": random_gpt(cfg, seed=8).state_dict()},
+                sft / "model.pt")
+    # a PPO run with the value head on the policy's trunk: checkpoint.pt and stages.json
+    policy = random_gpt(model_config(WORLD, 1, 2, 16, block_size=32, value_head=True), seed=9)
+    run = tmp_path / "pipeline" / "ppo-beta0.3"
+    run.mkdir()
+    save_atomic({"policy": policy.state_dict(), "value_model": None}, run / "checkpoint.pt")
+    (run / "stages.json").write_text('{"sft": "../sft", "reward_model": "../reward_model"}')
+    assert cli_main(["export", str(run), "--out", str(tmp_path / "hf")]) == 0
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", local_files_only=True).eval()
+    vm = AutoModelForTokenClassification.from_pretrained(tmp_path / "hf" / "value_model",
+                                                         local_files_only=True).eval()
+    x = torch.as_tensor(WORLD.sample(3, seed=5)[0][:, :20])
+    with torch.no_grad():
+        logits, values = policy(x)
+        allowed = ~policy.banned
+        torch.testing.assert_close(lm(x).logits[..., allowed], logits[..., allowed], atol=1e-5, rtol=0)
+        torch.testing.assert_close(vm(x).logits[..., 0], values, atol=1e-5, rtol=0)
+    back = hf.from_transformers(lm, vm)
+    for k, v in policy.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v), k
+
+
 def test_core_does_not_import_transformers():
     code = ("import sys, rlhf_course, rlhf_course.gpt, rlhf_course.ppo, rlhf_course.dpo, rlhf_course.rl, "
             "rlhf_course.cli; bad = [m for m in ('transformers', 'trl', 'datasets', 'accelerate') "
