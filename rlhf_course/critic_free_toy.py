@@ -193,7 +193,7 @@ def kl_gradient(problem: TabularProblem, logits, old_logits, placement: str) -> 
     elif placement == "reward":
         loss = (torch.exp(old) * torch.exp(logp - old) * (old - ref)).sum()
     else:
-        terms = rl.kl_loss_terms(logp, ref, old, placement)
+        terms = rl.kl_loss_terms(logp, ref, placement, old_logp=old)
         loss = (torch.exp(old) * terms).sum()
     (g,) = torch.autograd.grad(loss, theta)
     return g
