@@ -331,7 +331,8 @@ QUESTIONS = [
               "D": "Too small a beta shows as high reward and a large KL; here the KL is near zero.",
           }),
     _case("03.case_review", "case: a report whose KL is measured against the previous policy", "case_review", "B", {
-        "A": "Many small steps in the same direction add up: against the reference the KL is several nats.",
+        "A": "Many small steps in the same direction compound: their KLs sum to far less than the KL to the "
+             "reference, which is several nats.",
         "C": "The estimator is not the issue; what the divergence is measured against is.",
         "D": "The reward model's score is exactly the quantity being over-optimized: its rise cannot reveal its "
              "own errors; the spot check (and the gold reward) can.",
