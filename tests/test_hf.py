@@ -290,6 +290,31 @@ def test_grpo_advantages_equal_group_advantages(grpo_batch):
     ours = rl.group_advantages(rewards, G, center="mean", scale="std", eps=1e-4)
     assert float(ours.abs().max()) > 0.1
     torch.testing.assert_close(inputs["advantages"], ours, atol=1e-6, rtol=0)
+    # by design: the course's default eps is 1e-6, TRL's is 1e-4 (a difference well above the tolerance)
+    course_default = rl.group_advantages(rewards, G, center="mean", scale="std")
+    assert float((course_default - inputs["advantages"]).abs().max()) > 1e-5
+
+
+def test_trl_default_bf16_is_why_parity_sets_it_off(grpo_batch, tmp_path):
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    b = grpo_batch
+    tokens = torch.cat([b["inputs"]["prompt_ids"], b["inputs"]["completion_ids"]], dim=1)
+    with torch.no_grad():
+        ours = b["pol"](tokens)[0]
+        exact = b["trainer"].model(input_ids=tokens).logits  # bf16=False: float32 as the course
+        args = GRPOConfig(output_dir=str(tmp_path), num_generations=b["G"], per_device_train_batch_size=8,
+                          max_completion_length=b["max_len"], beta=0.1, use_cpu=True, report_to=[])
+        assert args.bf16  # TRL's default
+        default = GRPOTrainer(model=b["trainer"].model.name_or_path, reward_funcs=valence_reward, args=args,
+                              train_dataset=Dataset.from_dict({"prompt": b["prompts"]}),
+                              processing_class=hf.to_transformers_tokenizer())
+        # the reference is prepared by accelerate at once (the policy when training starts): its forward
+        # runs under bfloat16 autocast; TRL built it from the policy's folder, so its weights are pol's
+        under_bf16 = default.ref_model(input_ids=tokens).logits
+    torch.testing.assert_close(exact, ours, atol=1e-5, rtol=0)
+    assert float((under_bf16 - ours).abs().max()) > 1e-3
 
 
 def _course_logps(b):
