@@ -82,14 +82,15 @@ def _trunk_to_gpt2(gpt: GPT, prefix: str = "transformer.") -> dict[str, torch.Te
     for name, t in gpt.state_dict().items():
         if name.startswith(("lm_head.", "value_head.")):
             continue
-        hf = name.replace("blocks.", "h.")
+        theirs = name.replace("blocks.", "h.", 1)
         if name.endswith(".weight") and any(f".{c}." in name for c in _CONV1D):
-            t = t.t()
-        out[prefix + hf] = t.detach().clone().contiguous()
+            t = t.t()  # Conv1D stores (in, out)
+        out[prefix + theirs] = t.detach().clone().contiguous()
     return out
 
 
 def _gpt2_to_trunk(state: dict[str, torch.Tensor], prefix: str = "transformer.") -> dict[str, torch.Tensor]:
+    """The inverse of :func:`_trunk_to_gpt2`: GPT-2's trunk weights under the course's names."""
     out = {}
     for name, t in state.items():
         if not name.startswith(prefix):
