@@ -61,21 +61,29 @@ def plot_best_of_n_toy(table: dict, front: dict, fig=None):
     return fig
 
 
-def plot_gold_vs_sqrt_kl(bon: dict, bon_fit: dict | None, runs: dict, rl_fit: dict | None, fig=None):
+def plot_gold_vs_sqrt_kl(bon: dict, bon_fit: dict | None, runs: dict, rl_fit: dict | None, fig=None,
+                        styles: dict | None = None, xmax: float | None = None):
     """Gold (left) and proxy (right) reward gains against ``d = sqrt(KL)``: best-of-n as dots
     (``bon = {"kl", "gold", "proxy"}`` arrays, one per ``n``) with Gao et al.'s ``d (a - b d)`` fitted
     (``bon_fit = {"a", "b"}``), and RL runs as lines (``runs`` maps a label to ``(kl, gold, proxy)`` arrays)
-    with ``d (a - b log d)`` (``rl_fit``). Rewards are measured from the reference's."""
+    with ``d (a - b log d)`` (``rl_fit``). Rewards are measured from the reference's. ``styles`` maps a run's
+    label to line options; ``xmax`` cuts the ``d`` axis (the fits are drawn up to it)."""
     import numpy as np
 
     fig = _figure(fig, (10.0, 3.8))
     ax_g, ax_p = fig.subplots(1, 2, sharex=True)
     dmax = float(np.sqrt(np.max(bon["kl"])))
-    for (label, (kl, gold, proxy)), color in zip(runs.items(), BETA_COLORS + [f"C{i}" for i in range(9)]):
+    colors = BETA_COLORS + [f"C{i}" for i in range(9)]
+    for (label, (kl, gold, proxy)), color in zip(runs.items(), colors):
         d = np.sqrt(np.clip(np.asarray(kl, float), 0, None))
+        keep = np.cumprod(d <= (xmax if xmax is not None else np.inf)).astype(bool)
         dmax = max(dmax, float(d.max()))
-        ax_g.plot(d, gold, lw=1.0, color=color, alpha=0.8, label=label)
-        ax_p.plot(d, proxy, lw=1.0, color=color, alpha=0.8, label=label)
+        st = {"lw": 1.0, "color": color, "alpha": 0.8, **(styles or {}).get(label, {})}
+        ax_g.plot(d[keep], np.asarray(gold)[keep], label=label, **st)
+        ax_p.plot(d[keep], np.asarray(proxy)[keep], label=label, **st)
+    if xmax is not None:
+        dmax = xmax
+        ax_g.set_xlim(0, xmax)
     d_bon = np.sqrt(np.asarray(bon["kl"], float))
     ax_g.plot(d_bon, bon["gold"], "o", color="black", ms=4, label="best-of-n")
     ax_p.plot(d_bon, bon["proxy"], "o", color="black", ms=4, label="best-of-n")
@@ -121,10 +129,11 @@ def plot_points(panels: list, fig=None, width: float = 4.6, height: float = 3.3)
     return fig
 
 
-def plot_lm_paths(runs: dict, styles: dict | None = None, window: int = 10, fig=None):
-    """Three panels for language-model runs (label -> a RunLog or dict of ``kl``, ``gold``, ``proxy``,
-    ``length`` series, smoothed over ``window`` iterations): gold and proxy reward against
-    ``sqrt(KL)``, and the KL over iterations. ``styles`` maps a label to matplotlib line options."""
+def plot_lm_paths(runs: dict, styles: dict | None = None, window: int = 10, fig=None,
+                  xmax: float | None = None):
+    """Three panels for language-model runs (label -> a RunLog or dict of ``kl``, ``gold``, ``proxy``
+    series, smoothed over ``window`` iterations): gold and proxy reward against ``sqrt(KL)`` (up to
+    ``xmax``), and the KL over iterations. ``styles`` maps a label to matplotlib line options."""
     import numpy as np
 
     from .diagnose import smooth
@@ -135,13 +144,18 @@ def plot_lm_paths(runs: dict, styles: dict | None = None, window: int = 10, fig=
     for label, r in runs.items():
         kl = smooth(r["kl"], window)
         d = np.sqrt(np.clip(kl, 0, None))
+        keep = d <= (xmax if xmax is not None else np.inf)  # a path is drawn until it first leaves
+        keep = np.cumprod(keep).astype(bool)
         st = {"lw": 1.3, **styles.get(label, {})}
-        ax_g.plot(d, smooth(r["gold"], window), label=label, **st)
-        ax_p.plot(d, smooth(r["proxy"], window), label=label, **st)
+        ax_g.plot(d[keep], smooth(r["gold"], window)[keep], label=label, **st)
+        ax_p.plot(d[keep], smooth(r["proxy"], window)[keep], label=label, **st)
         ax_k.plot(kl, label=label, **st)
     xlabel = r"$\sqrt{\mathrm{KL}(\pi \,\|\, \pi_{\mathrm{ref}})}$"
     ax_g.set(xlabel=xlabel, ylabel="gold reward", title="what was wanted")
     ax_p.set(xlabel=xlabel, ylabel="proxy reward", title="what the policy is trained on")
     ax_k.set(xlabel="iteration", ylabel="nats (k1)", title="KL per response", yscale="symlog")
+    if xmax is not None:
+        for ax in (ax_g, ax_p):
+            ax.set_xlim(0, xmax)
     ax_k.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
