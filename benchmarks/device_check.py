@@ -16,7 +16,7 @@ Checks, in order:
    ``SCORE_TOL`` apart), the update's losses and statistics (at most ``UPDATE_ATOL + UPDATE_RTOL |cpu|``
    apart; ``CLIPFRAC_ATOL`` for the clipped share, a count of tokens) and the updated weights (at most
    ``WEIGHT_TOL`` apart). Four Adam steps amplify rounding differences: hence the looser update bounds.
-3. **The smoke pipeline end to end on CUDA**: reference model, reward model and PPO, in mixed precision
+3. **The smoke pipeline end to end on CUDA**: reference model, reward model, PPO and GRPO, in mixed precision
    (bfloat16 where ``torch.cuda.is_bf16_supported()``, else float16 with the grad scaler), in float32 and,
    where bfloat16 is the default, in float16 with the grad scaler as well. Every logged loss, reward and
    KL must be finite.
@@ -57,7 +57,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from rlhf_course import ppo  # noqa: E402
+from rlhf_course import grpo, ppo  # noqa: E402
 from rlhf_course.device import autocast_dtype, precision  # noqa: E402
 from rlhf_course.gpt import GPT, count_parameters  # noqa: E402
 from rlhf_course.ppo import PRESETS, PPOTrainer, RunInterrupted, train_ppo  # noqa: E402
@@ -74,6 +74,7 @@ WEIGHT_TOL = 1e-4      # policy weights after the update
 RESUME_RTOL = 1e-3     # CUDA resume: relative difference of any logged number
 WALL = {"time_rollout", "time_score", "time_update", "time_iteration", "seconds"}
 FINITE = ("proxy", "gold", "kl", "kl_k3", "objective", "entropy", "approx_kl", "policy_loss", "value_loss")
+FINITE_GRPO = ("proxy", "gold", "kl", "kl_token_k3", "objective", "entropy", "loss", "policy_loss")
 BUDGET_S = 600.0       # the full pipeline's target on one GPU
 
 
@@ -150,12 +151,13 @@ def first_iteration(rep: Report, sft_dir: Path, rm_dir: Path, device: torch.devi
 # 3. end to end
 
 
-def finite_run(rep: Report, run_dir: Path, label: str, stages: bool) -> None:
+def finite_run(rep: Report, run_dir: Path, label: str, stages: bool, what: str = "PPO") -> None:
     recs = read_jsonl(run_dir / "metrics.jsonl")
-    bad = [(r["step"], k, r.get(k)) for r in recs for k in FINITE
+    keys = FINITE if what == "PPO" else FINITE_GRPO
+    bad = [(r["step"], k, r.get(k)) for r in recs for k in keys
            if not (isinstance(r.get(k), (int, float)) and math.isfinite(r[k]))]
-    rep.check(len(recs) > 0 and not bad, f"{label}: {len(recs)} PPO iterations, every loss, reward and KL finite"
-                                         + (f" (not: {bad[:3]})" if bad else ""))
+    rep.check(len(recs) > 0 and not bad, f"{label}: {len(recs)} {what} iterations, every loss, reward and KL "
+                                         f"finite" + (f" (not: {bad[:3]})" if bad else ""))
     if stages:
         for stage in ("sft", "reward_model"):
             losses = [r["loss"] for r in read_jsonl(run_dir.parent / stage / "metrics.jsonl")]
@@ -163,7 +165,7 @@ def finite_run(rep: Report, run_dir: Path, label: str, stages: bool) -> None:
                       f"{label}: {stage} losses finite ({len(losses)} logged, last {losses[-1]:.3f})")
     s = read_json(run_dir / "summary.json")
     last = recs[-1]
-    print(f"        {s['seconds']:.1f} s of PPO on {s['device']}; last iteration: proxy {last['proxy']:.3f}, "
+    print(f"        {s['seconds']:.1f} s of {what} on {s['device']}; last iteration: proxy {last['proxy']:.3f}, "
           f"gold {last['gold']:.3f}, KL {last['kl']:.3f}")
 
 
@@ -182,6 +184,9 @@ def end_to_end(rep: Report, device: torch.device, tmp: Path, cpu_sft: Path, cpu_
                 run_dir = ppo.run_pipeline("smoke", tmp / f"e2e-{mode}", device=str(device), progress=False)
                 print(f"        {label}: whole pipeline {time.perf_counter() - t0:.1f} s")
                 finite_run(rep, run_dir, label, stages=True)
+                # the critic-free trainer on the same stages
+                run_dir = grpo.run_grpo_pipeline("smoke", tmp / f"e2e-{mode}", device=str(device), progress=False)
+                finite_run(rep, run_dir, f"{label}, GRPO", stages=False, what="GRPO")
     else:
         modes = (("fp16", "float16 + grad scaler"),) if quick else (("bf16", "bfloat16"),
                                                                      ("fp16", "float16 + grad scaler"))
@@ -191,7 +196,10 @@ def end_to_end(rep: Report, device: torch.device, tmp: Path, cpu_sft: Path, cpu_
             with precision(mode):
                 run_dir = train_ppo(PRESETS["smoke"].ppo, tmp / f"e2e-{mode}" / "ppo", cpu_sft, cpu_rm,
                                     device="cpu", progress=False)
+                grpo_dir = grpo.train_grpo(grpo.GRPO_PRESETS["smoke"].grpo, tmp / f"e2e-{mode}" / "grpo",
+                                           cpu_sft, cpu_rm, device="cpu", progress=False)
             finite_run(rep, run_dir, label, stages=False)
+            finite_run(rep, grpo_dir, f"{label}, GRPO", stages=False, what="GRPO")
 
 
 # --------------------------------------------------------------------------------------------------
