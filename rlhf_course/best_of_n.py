@@ -9,7 +9,8 @@ replacement from the pool. Sorting the pool by proxy score ascending, ``s_(1) <=
 
 (the same for the proxy): the average over all ``C(N, n)`` subsets, unbiased for best-of-n from the
 reference, with every ``n`` computed from the same samples. Proxy ties are ordered arbitrarily (stable
-sort): with continuous scores they have probability zero.
+sort); they happen whenever the reference writes the same response twice, and then best-of-n's KL is
+below ``log n - (n - 1)/n``, which is only an upper bound.
 
 Gao et al. (2022) fit best-of-n's gold gain as ``R(d) = d (a - b d)`` with ``d = sqrt(KL)``, and use the
 analytic ``KL = log n - (n - 1)/n`` (``objective.best_of_n_kl_bound``).
@@ -40,7 +41,7 @@ def expected_best_of_n(proxy, gold, ns=None) -> dict:
 
     ``proxy`` and ``gold`` are ``(prompts, N)`` (or ``(N,)``) scores of the same samples. Returns numpy
     arrays ``n``, ``kl`` (the analytic bound, which best-of-n attains for continuous scores), ``sqrt_kl``,
-    ``proxy`` and ``gold`` (each averaged over prompts).
+    ``proxy`` and ``gold`` (each averaged over prompts), and ``gold_per_prompt`` ``(prompts, len(ns))``.
     """
     proxy = np.atleast_2d(np.asarray(proxy, dtype=np.float64))
     gold = np.atleast_2d(np.asarray(gold, dtype=np.float64))
@@ -55,8 +56,9 @@ def expected_best_of_n(proxy, gold, ns=None) -> dict:
     gs = np.take_along_axis(gold, order, 1)
     W = np.stack([order_statistic_weights(N, int(n)) for n in ns])  # (len(ns), N)
     kl = np.array([best_of_n_kl_bound(int(n)) for n in ns])
+    gold_pp = gs @ W.T  # (prompts, len(ns))
     return {"n": ns, "kl": kl, "sqrt_kl": np.sqrt(kl),
-            "proxy": (ps @ W.T).mean(0), "gold": (gs @ W.T).mean(0)}
+            "proxy": (ps @ W.T).mean(0), "gold": gold_pp.mean(0), "gold_per_prompt": gold_pp}
 
 
 def gao_bon_fit(kl, gain) -> dict:
@@ -92,7 +94,9 @@ def lm_best_of_n(model, reward_model, world, n_prompts: int = 32, N: int = 64, s
     """Best-of-n on the tiny LM: ``N`` samples per prompt from ``model`` (the reference/SFT policy), judged
     once through the course's one evaluation path (``ppo.evaluate``: proxy, gold), then every ``n <= N``
     from those samples with ``expected_best_of_n``. Prompts are the world's first ``n_prompts`` (cycled).
-    Returns ``expected_best_of_n``'s arrays plus ``gold_gain`` / ``proxy_gain`` (minus the n=1 value).
+    Returns ``expected_best_of_n``'s arrays plus ``gold_gain`` / ``proxy_gain`` (minus the n=1 value) and
+    ``gold_gain_se``, the standard error of the gold gain over prompts (``None`` each when ``ns`` does not
+    start at 1).
     """
     from .ppo import evaluate  # trainer layer; imported here so the math above stays import-light
 
@@ -104,6 +108,13 @@ def lm_best_of_n(model, reward_model, world, n_prompts: int = 32, N: int = 64, s
     idx = np.repeat(np.arange(n_prompts) % n_world, N)
     ev = evaluate(model, reward_model, world, seed=seed, max_new_tokens=max_new_tokens, prompt_idx=idx)
     out = expected_best_of_n(ev["proxy"].reshape(n_prompts, N), ev["gold"].reshape(n_prompts, N), ns)
-    out["gold_gain"] = out["gold"] - out["gold"][0] if out["n"][0] == 1 else None
-    out["proxy_gain"] = out["proxy"] - out["proxy"][0] if out["n"][0] == 1 else None
+    if out["n"][0] == 1:
+        out["gold_gain"] = out["gold"] - out["gold"][0]
+        out["proxy_gain"] = out["proxy"] - out["proxy"][0]
+        # the spread of the gain over prompts: its standard error (NaN with a single prompt)
+        gains = out["gold_per_prompt"] - out["gold_per_prompt"][:, :1]
+        out["gold_gain_se"] = (gains.std(0, ddof=1) / np.sqrt(n_prompts) if n_prompts > 1
+                               else np.full(gains.shape[1], np.nan))
+    else:
+        out["gold_gain"] = out["proxy_gain"] = out["gold_gain_se"] = None
     return out

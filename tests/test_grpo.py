@@ -231,3 +231,19 @@ def test_training_raises_the_reward_on_the_tiny_problem():
     tr = _tiny_trainer(sign=-1.0, lr=1e-2, beta=0.0)
     lengths = [float(tr.step()["mask"].sum(1).float().mean()) for _ in range(25)]
     assert np.mean(lengths[-5:]) < np.mean(lengths[:5]) - 1.0, lengths
+
+
+def test_best_of_n_on_the_smoke_models(pipeline):
+    """best_of_n.lm_best_of_n: n = 1 is the reference's mean; gains start at 0; a standard error per n."""
+    from rlhf_course.best_of_n import lm_best_of_n
+    from rlhf_course.reward_model import load_reward_model
+    from rlhf_course.sft import load_model
+    from rlhf_course.world import World
+
+    ref, rm = load_model(pipeline / "sft"), load_reward_model(pipeline / "reward_model")
+    out = lm_best_of_n(ref, rm, World(), n_prompts=3, N=4, seed=1, max_new_tokens=8)
+    assert list(out["n"]) == [1, 2, 3, 4] and out["gold_per_prompt"].shape == (3, 4)
+    assert out["gold_gain"][0] == 0.0 and out["proxy_gain"][0] == 0.0
+    assert np.all(np.diff(out["proxy"]) >= -1e-12)  # keeping the best proxy score can only raise it
+    np.testing.assert_allclose(out["gold"], out["gold_per_prompt"].mean(0))
+    assert out["gold_gain_se"][0] == 0.0 and np.all(np.isfinite(out["gold_gain_se"]))
