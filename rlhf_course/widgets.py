@@ -14,6 +14,8 @@ import numpy as np
 
 from . import kl as _kl
 from .distributions import _count, _scalar, discretized_gaussian
+from .plotting import (figure_png, plot_dpo_landscape, plot_optimal_policy_explorer, plot_penalty_explorer,
+                       plot_surrogate)
 
 __all__ = ["penalty_explorer_state", "penalty_explorer", "EXPLORER_SAMPLE_SIZES"]
 
@@ -67,20 +69,6 @@ def penalty_explorer_state(shift: float, width: float, n: int, reps: int = 2000,
     }
 
 
-def _png(state: dict) -> bytes:
-    import io
-
-    from matplotlib.figure import Figure
-
-    from .plotting import plot_penalty_explorer
-
-    fig = Figure(figsize=(9.6, 3.0))
-    plot_penalty_explorer(state, fig=fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 def penalty_explorer(shift: float = 1.0, width: float = 1.0, n: int = 16, reps: int = 2000, seed: int = 0):
     """Sliders for the policy's shift and width and the sample size ``n``, above the picture of
     :func:`penalty_explorer_state`: both distributions, the estimators on every outcome, and the spread
@@ -99,7 +87,8 @@ def penalty_explorer(shift: float = 1.0, width: float = 1.0, n: int = 16, reps: 
     image = w.Image(format="png", layout=w.Layout(width="100%", max_width="960px"))
 
     def redraw(_=None):
-        image.value = _png(penalty_explorer_state(shift_s.value, width_s.value, n_s.value, reps, seed))
+        state = penalty_explorer_state(shift_s.value, width_s.value, n_s.value, reps, seed)
+        image.value = figure_png(plot_penalty_explorer, state, figsize=(9.6, 3.0))
 
     for s in (shift_s, width_s, n_s):
         s.observe(redraw, names="value")
@@ -139,22 +128,6 @@ def optimal_policy_state(ref_probs, rewards, beta: float, rating=None, betas=Non
     }
 
 
-def _optimal_policy_png(state: dict, labels) -> bytes:
-    import io
-
-    import matplotlib as mpl
-    from matplotlib.figure import Figure
-
-    from .plotting import STYLE, plot_optimal_policy_explorer
-
-    with mpl.rc_context(STYLE):
-        fig = Figure(figsize=(9.6, 3.4))
-        plot_optimal_policy_explorer(state, labels, fig=fig)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 def optimal_policy_explorer(ref_probs, rewards, labels, beta: float = 1.0, rating=None,
                             beta_min: float = 0.05, beta_max: float = 20.0):
     """A slider for ``beta`` (log scale) above the picture of :func:`optimal_policy_state`: ``pi_ref`` and
@@ -178,7 +151,7 @@ def optimal_policy_explorer(ref_probs, rewards, labels, beta: float = 1.0, ratin
 
     def redraw(_=None):
         s = optimal_policy_state(ref_probs, rewards, slider.value, rating=rating, betas=betas)
-        image.value = _optimal_policy_png(s, labels)
+        image.value = figure_png(plot_optimal_policy_explorer, s, labels, figsize=(9.6, 3.4))
         extra = "" if s["expected_rating"] is None else f", E[rating] = {s['expected_rating']:.3f}"
         stats.value = (f"E[r] = {s['expected_reward']:.3f}{extra}, KL(pi* || pi_ref) = {s['kl']:.3f}, "
                        f"beta log Z = {s['value']:.3f}")
@@ -231,22 +204,6 @@ def surrogate_state(advantage: float, clip_eps: float = 0.2, trust_coef: float =
     }
 
 
-def _surrogate_png(state: dict) -> bytes:
-    import io
-
-    import matplotlib as mpl
-    from matplotlib.figure import Figure
-
-    from .plotting import STYLE, plot_surrogate
-
-    with mpl.rc_context(STYLE):
-        fig = Figure(figsize=(6.4, 3.4))
-        plot_surrogate(state, fig=fig)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 def surrogate_explorer(advantage: float = 1.0, clip_eps: float = 0.2, trust_coef: float = 2.0):
     """Sliders for the advantage ``A``, the clip range ``eps`` and the penalty coefficient ``kappa`` above the
     picture of :func:`surrogate_state`. Returns the widget (display it)."""
@@ -264,7 +221,7 @@ def surrogate_explorer(advantage: float = 1.0, clip_eps: float = 0.2, trust_coef
 
     def redraw(_=None):
         s = surrogate_state(a_s.value, e_s.value, k_s.value)
-        image.value = _surrogate_png(s)
+        image.value = figure_png(plot_surrogate, s, figsize=(6.4, 3.4))
         best = "none: A >= kappa" if s["penalty_best"] is None else f"{s['penalty_best']:.3f}"
         if s["advantage"] > 0:
             flat = f"flat for ratio > {1 + s['clip_eps']:.2f}"
@@ -330,22 +287,6 @@ def dpo_landscape_state(ref_probs, rewards, beta: float, resolution: int = 40) -
             "implicit": implicit_reward(pi_star, ref, beta), "beta_log_z": float(beta * log_partition(ref, r, beta))}
 
 
-def _dpo_landscape_png(state: dict, labels) -> bytes:
-    import io
-
-    import matplotlib as mpl
-    from matplotlib.figure import Figure
-
-    from .plotting import STYLE, plot_dpo_landscape
-
-    with mpl.rc_context(STYLE):
-        fig = Figure(figsize=(9.6, 3.9))
-        plot_dpo_landscape(state, labels, fig=fig)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
 def dpo_landscape_explorer(ref_probs, rewards, labels, beta: float = 1.0, beta_min: float = 0.1,
                            beta_max: float = 10.0, resolution: int = 40):
     """A slider for ``beta`` (log scale) above the picture of :func:`dpo_landscape_state`: the DPO loss and
@@ -365,7 +306,7 @@ def dpo_landscape_explorer(ref_probs, rewards, labels, beta: float = 1.0, beta_m
 
     def redraw(_=None):
         s = dpo_landscape_state(ref_probs, rewards, slider.value, resolution)
-        image.value = _dpo_landscape_png(s, labels)
+        image.value = figure_png(plot_dpo_landscape, s, labels, figsize=(9.6, 3.9))
         stats.value = (f"pi*_beta = [{', '.join(f'{v:.3f}' for v in s['pi_star'])}]; population DPO loss at "
                        f"pi_ref {s['loss_at_ref']:.4f} (log 2, whatever the labels), at pi*_beta "
                        f"{s['loss_at_star']:.4f}")

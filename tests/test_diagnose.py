@@ -199,7 +199,7 @@ def test_sampling_helpers_on_a_tiny_model():
     assert np.allclose(e["gold"], w.gold_reward(e["tokens"].numpy(), P))
     assert np.allclose(e["proxy"], score_batched(rm, e["tokens"], e["mask"], P).numpy())
     # the sequence log-probability is the sum of the sampled tokens' log-probabilities
-    lp = d.sequence_logprob(model, e["tokens"], e["mask"], P)
+    lp = d.response_logprob_np(model, e["tokens"], e["mask"], P)
     with torch.no_grad():
         logits, _ = model(e["tokens"])
     per_tok = token_logprobs(logits[:, P - 1:-1], e["tokens"][:, P:])
