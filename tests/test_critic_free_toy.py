@@ -213,7 +213,7 @@ def test_the_figures_draw():
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from rlhf_course import plotting_critic_free as pcf
+    from rlhf_course.plotting import critic_free as pcf
 
     t = cf.best_of_n_table([0.5, 0.3, 0.2], [1.0, 0.0, -1.0], [1, 2, 4])
     front = toy.frontier(toy.make_bandit([[0.5, 0.3, 0.2]], [[1.0, 0.0, -1.0]]), np.geomspace(0.1, 10, 20))

@@ -9,11 +9,14 @@ explorer widget shows). One module per subject holds the figures:
 * :mod:`.objective`: the penalized update's runs and the optimal policy (chapters 3-4);
 * :mod:`.ppo`: policies on the simplex, the clipped surrogate, the reward-KL frontier (chapter 5);
 * :mod:`.overoptimization`: PPO runs on the language model, proxy against gold reward (chapters 6-7);
-* :mod:`.dpo`: direct preference optimization (chapter 8).
+* :mod:`.dpo`: direct preference optimization (chapter 8);
+* :mod:`.critic_free`: RLOO, GRPO and best-of-n against the optimum (chapter 9).
 
 Every public name is re-exported here: ``from rlhf_course.plotting import plot_curves`` is how chapters
 use them. matplotlib is imported by the functions, never at import time.
 """
+from .critic_free import (plot_best_of_n_toy, plot_fixed_points, plot_gold_vs_sqrt_kl, plot_lm_paths,
+                          plot_points)
 from .dpo import (plot_data_convergence, plot_dpo_landscape, plot_dpo_landscape_grid, plot_dpo_training,
                   plot_dpo_vs_ppo, plot_implicit_reward_recovery)
 from .kl_penalty import (plot_estimator_histograms, plot_k3_precision, plot_kl_fits, plot_penalty_accumulation,
@@ -37,4 +40,5 @@ __all__ = [
     "plot_dpo_landscape", "plot_dpo_landscape_grid", "plot_data_convergence", "plot_implicit_reward_recovery",
     "plot_dpo_vs_ppo", "plot_dpo_training",
     "plot_proxy_vs_gold", "plot_overoptimization", "plot_rewards_vs_sqrt_kl", "plot_agreement_bars",
+    "plot_fixed_points", "plot_best_of_n_toy", "plot_gold_vs_sqrt_kl", "plot_points", "plot_lm_paths",
 ]

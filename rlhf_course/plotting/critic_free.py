@@ -1,17 +1,9 @@
-"""Figures of the critic-free chapter (RLOO, GRPO, best-of-n), in the book's style (:mod:`rlhf_course.plotting`)."""
+"""Figures of the critic-free chapter (RLOO, GRPO, best-of-n; chapter 9)."""
 from __future__ import annotations
 
-from .plotting import BETA_COLORS, COLORS
+from .style import BETA_COLORS, COLORS, new_figure
 
 __all__ = ["plot_fixed_points", "plot_best_of_n_toy", "plot_gold_vs_sqrt_kl", "plot_points", "plot_lm_paths"]
-
-
-def _figure(fig, figsize):
-    if fig is not None:
-        return fig
-    import matplotlib.pyplot as plt
-
-    return plt.figure(figsize=figsize)
 
 
 def plot_fixed_points(dists: dict, labels, prompts, fig=None):
@@ -20,7 +12,7 @@ def plot_fixed_points(dists: dict, labels, prompts, fig=None):
     import numpy as np
 
     P = len(prompts)
-    fig = _figure(fig, (3.4 * P, 3.2))
+    fig = new_figure(fig, (3.4 * P, 3.2))
     axes = fig.subplots(1, P, sharey=True, squeeze=False)[0]
     names = list(dists)
     width = 0.8 / len(names)
@@ -43,7 +35,7 @@ def plot_best_of_n_toy(table: dict, front: dict, fig=None):
     ``log n - (n - 1)/n``."""
     import numpy as np
 
-    fig = _figure(fig, (10.0, 3.6))
+    fig = new_figure(fig, (10.0, 3.6))
     ax, ax_b = fig.subplots(1, 2)
     ax.plot(front["kl"], front["reward"], color=COLORS["optimal"], lw=2, label=r"$\pi^*_\beta$ (the frontier)")
     ax.plot(table["kl"], table["reward"], "o", color=COLORS["policy"], ms=5, label="best-of-n, n = 1, 2, ...")
@@ -70,7 +62,7 @@ def plot_gold_vs_sqrt_kl(bon: dict, bon_fit: dict | None, runs: dict, rl_fit: di
     label to line options; ``xmax`` cuts the ``d`` axis (the fits are drawn up to it)."""
     import numpy as np
 
-    fig = _figure(fig, (10.0, 3.8))
+    fig = new_figure(fig, (10.0, 3.8))
     ax_g, ax_p = fig.subplots(1, 2, sharex=True)
     dmax = float(np.sqrt(np.max(bon["kl"])))
     colors = BETA_COLORS + [f"C{i}" for i in range(9)]
@@ -92,7 +84,7 @@ def plot_gold_vs_sqrt_kl(bon: dict, bon_fit: dict | None, runs: dict, rl_fit: di
         ax_g.plot(dd, dd * (bon_fit["a"] - bon_fit["b"] * dd), "k--", lw=1.2,
                   label=rf"best-of-n fit $d\,({bon_fit['a']:.2f} - {bon_fit['b']:.2f}\,d)$")
     if rl_fit is not None:
-        from .ppo import gao_rl_curve
+        from ..ppo import gao_rl_curve
 
         ax_g.plot(dd, gao_rl_curve(dd, rl_fit["a"], rl_fit["b"]), ":", color=COLORS["optimal"], lw=1.6,
                   label=rf"RL fit $d\,({rl_fit['a']:.2f} - {rl_fit['b']:.2f} \log d)$")
@@ -110,7 +102,7 @@ def plot_points(panels: list, fig=None, width: float = 4.6, height: float = 3.3)
     ``xticks``)."""
     import numpy as np
 
-    fig = _figure(fig, (width * len(panels), height))
+    fig = new_figure(fig, (width * len(panels), height))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels):
         styles = panel.get("styles", {})
@@ -136,9 +128,9 @@ def plot_lm_paths(runs: dict, styles: dict | None = None, window: int = 10, fig=
     ``xmax``), and the KL over iterations. ``styles`` maps a label to matplotlib line options."""
     import numpy as np
 
-    from .diagnose import smooth
+    from ..diagnose import smooth
 
-    fig = _figure(fig, (12.0, 3.6))
+    fig = new_figure(fig, (12.0, 3.6))
     ax_g, ax_p, ax_k = fig.subplots(1, 3)
     styles = styles or {}
     for label, r in runs.items():
