@@ -5,7 +5,7 @@ policies agree, and what that value does and does not say.
 """
 import math
 
-from ..checks import Case, Question
+from .base import Case, Question
 from ..kl import k3, kl_divergence, log_ratio
 from . import draws
 

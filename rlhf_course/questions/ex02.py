@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..checks import Case, Question
+from .base import Case, Question
 from ..sequences import (
     bigram_logits,
     card000_example,

@@ -8,7 +8,7 @@ multiple-choice question per case study). ``rlhf_course.seeds`` maps every card 
 import numpy as np
 
 from .._validate import as_float_array, check_finite, check_positive_scalar, check_same_shape
-from ..checks import Case, Question
+from .base import Case, Question
 from ..kl import kl_divergence, log_ratio
 from ..objective import optimal_policy, rlhf_objective
 

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..checks import Case, Question
+from .base import Case, Question
 from ..objective import implicit_reward, log_partition, optimal_policy, optimal_value
 from . import draws
 from .ex03 import _hidden_exp_tilt

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import Case, Question
+from .base import Case, Question
 from . import draws
 
 

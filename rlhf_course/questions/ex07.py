@@ -10,7 +10,7 @@ import it when called (``diagnose.correct_rewards``), never when this module is 
 """
 import numpy as np
 
-from ..checks import Case, Question
+from .base import Case, Question
 from .. import diagnose
 from . import draws
 

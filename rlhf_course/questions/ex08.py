@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..checks import Case, Question
+from .base import Case, Question
 from . import draws
 
 

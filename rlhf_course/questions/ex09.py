@@ -15,7 +15,7 @@ approximation of that policy).
 """
 from __future__ import annotations
 
-from ..checks import Case, Question
+from .base import Case, Question
 
 
 def _tensor(x):
