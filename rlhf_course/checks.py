@@ -1,7 +1,8 @@
 """Checking an answer against a question, and the notebook self-check.
 
-A question (:class:`Question`, defined with its cases in :mod:`rlhf_course.questions.base`) is answered by a name in the student's notebook: a function (``kind="function"``) or a value
-(``"value"``, ``"choice"``, ``"ordering"``, ``"matching"``). Checking it has two halves, kept apart so that
+A question (:class:`Question`, defined with its cases in :mod:`rlhf_course.questions.base`) is answered by a
+name in the student's notebook: a function (``kind="function"``) or a value (``"value"``, ``"choice"``,
+``"ordering"``, ``"matching"``). Checking it has two halves, kept apart so that
 the same checks drive both the self-check and the instructor's grader:
 
 1. :func:`collect` runs *where the answer lives* (the notebook's kernel, or the grader's sandboxed worker).
@@ -25,7 +26,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from .plain import MAX_STR, as_args, compare, describe, numeric, plain_args, to_plain, unplain  # noqa: F401  (re-exported)
+# re-exported: notebooks, tests and the grader's worker import these from here
+from .plain import MAX_STR, as_args, compare, describe, numeric, plain_args, to_plain, unplain  # noqa: F401
 from .questions import get_question
 from .questions.base import KINDS, Case, Question, case_payload, hidden_cases  # noqa: F401  (re-exported)
 

@@ -40,7 +40,7 @@ class Question:
     kind: str
     points: float
     title: str
-    name: str  # the notebook variable that holds the answer
+    name: str = ""  # the notebook variable that holds the answer; "" (the default): the id's part after the dot
     cases: tuple[Case, ...] = ()
     reference: Callable | None = None  # function questions: the trusted implementation
     answer: Any = None  # value, choice, ordering and matching questions: the expected answer
@@ -60,6 +60,8 @@ class Question:
             raise ValueError(f"question {self.id}: kind must be one of {KINDS}, got {self.kind!r}")
         if not (isinstance(self.id, str) and len(self.id.split(".")) == 2 and self.id[:2].isdigit()):
             raise ValueError(f"question id must look like 'NN.name', got {self.id!r}")
+        if not self.name:
+            object.__setattr__(self, "name", self.id.split(".")[1])
         if self.points <= 0:
             raise ValueError(f"question {self.id}: points must be > 0")
         if self.kind == "function" and (self.reference is None or not self.cases):
@@ -72,6 +74,18 @@ class Question:
     @property
     def exercise(self) -> str:
         return self.id.split(".")[0]
+
+
+ABCD = ("A", "B", "C", "D")
+
+
+def choice(id: str, title: str, name: str = "", answer: str = "", feedback: dict | None = None, *,
+           points: float = 1, hint: str = "", choices: tuple[str, ...] = ABCD) -> Question:
+    """A multiple-choice question on the options A to D (the markdown cell before it labels them), ``points``
+    1; ``feedback`` says, per wrong label, why that option is wrong. ``name`` defaults to the id's part after
+    the dot."""
+    return Question(id=id, kind="choice", points=points, title=title, name=name, answer=answer, choices=choices,
+                    feedback=feedback or {}, hint=hint)
 
 
 def hidden_cases(q: Question, seed: int) -> tuple[Case, ...]:
