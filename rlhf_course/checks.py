@@ -1,7 +1,8 @@
-"""Questions, their checks, and the notebook self-check.
+"""Checking an answer against a question, and the notebook self-check.
 
-A question is answered by a name in the student's notebook: a function (``kind="function"``) or a value
-(``"value"``, ``"choice"``, ``"ordering"``, ``"matching"``). Checking it has two halves, kept apart so that
+A question (:class:`Question`, defined with its cases in :mod:`rlhf_course.questions.base`) is answered by a
+name in the student's notebook: a function (``kind="function"``) or a value (``"value"``, ``"choice"``,
+``"ordering"``, ``"matching"``). Checking it has two halves, kept apart so that
 the same checks drive both the self-check and the instructor's grader:
 
 1. :func:`collect` runs *where the answer lives* (the notebook's kernel, or the grader's sandboxed worker).
@@ -12,138 +13,23 @@ the same checks drive both the self-check and the instructor's grader:
    tolerances, and writes the feedback.
 
 :func:`check` does both in one process, for the student's own feedback while working.
+
+The plain data both halves exchange, and how two values compare, is :mod:`rlhf_course.plain`. Imports run
+one way: ``plain`` <- ``questions.base`` <- ``questions`` (the registry) <- ``checks``. The names notebooks
+import from here (``check``, ``Case``, ``Question``, ``to_plain``, ``compare``, ...) stay importable from here.
 """
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import traceback
-import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
-
-KINDS = ("function", "value", "choice", "ordering", "matching")
-MAX_STR = 2000  # longest string kept from a student's answer or error message
-
-
-@dataclass(frozen=True)
-class Case:
-    """One input on which a function answer is called and compared with the reference.
-
-    ``args`` are plain data; lists of numbers reach the student's function as float64 numpy arrays.
-    With ``raises`` set (an exception class name, e.g. ``"ValueError"``), the case passes when the answer
-    raises that exception or a subclass of it.
-    """
-
-    name: str
-    args: tuple = ()
-    raises: str | None = None
-    rtol: float | None = None
-    atol: float | None = None
-    hint: str = ""
-
-
-@dataclass(frozen=True)
-class Question:
-    """A graded question. ``id`` is ``"NN.name"`` with ``NN`` the exercise (chapter) number."""
-
-    id: str
-    kind: str
-    points: float
-    title: str
-    name: str  # the notebook variable that holds the answer
-    cases: tuple[Case, ...] = ()
-    reference: Callable | None = None  # function questions: the trusted implementation
-    answer: Any = None  # value, choice, ordering and matching questions: the expected answer
-    choices: tuple[str, ...] = ()  # choice: the labels offered; ordering/matching: the items
-    rtol: float = 1e-6
-    atol: float = 1e-9
-    feedback: dict = field(default_factory=dict)  # choice: label -> why that option is wrong
-    hint: str = ""
-    # function questions: dotted names of the package functions the question asks the student to write
-    # (e.g. ``("rlhf_course.kl.kl_divergence",)``); an answer that reaches one of them scores 0
-    guards: tuple[str, ...] = ()
-    # function questions: cases the self-check never shows, drawn at grading time from a seeded generator
-    hidden: Callable[[np.random.Generator], tuple[Case, ...]] | None = None
-
-    def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"question {self.id}: kind must be one of {KINDS}, got {self.kind!r}")
-        if not (isinstance(self.id, str) and len(self.id.split(".")) == 2 and self.id[:2].isdigit()):
-            raise ValueError(f"question id must look like 'NN.name', got {self.id!r}")
-        if self.points <= 0:
-            raise ValueError(f"question {self.id}: points must be > 0")
-        if self.kind == "function" and (self.reference is None or not self.cases):
-            raise ValueError(f"question {self.id}: a function question needs a reference and cases")
-        if self.kind != "function" and self.answer is None:
-            raise ValueError(f"question {self.id}: a {self.kind} question needs an answer")
-        if self.kind == "choice" and self.answer not in self.choices:
-            raise ValueError(f"question {self.id}: answer {self.answer!r} is not among choices {self.choices}")
-
-    @property
-    def exercise(self) -> str:
-        return self.id.split(".")[0]
-
-
-# --------------------------------------------------------------------------------------------------
-# plain data: what may cross from the student's process to the grader's
-
-
-def to_plain(x: Any, depth: int = 0) -> dict:
-    """Encode ``x`` as tagged plain data: ``{"t": type, "v": value}``, built only of JSON types.
-
-    Objects of other types are described (``{"t": "object", "type": name}``), never kept: an object
-    whose ``__eq__`` claims equality with everything arrives as a description and compares equal to nothing.
-    """
-    if depth > 20:
-        return {"t": "object", "type": "too deeply nested"}
-    if x is None:
-        return {"t": "none"}
-    if x is Ellipsis:
-        return {"t": "ellipsis"}
-    if type(x) is bool or type(x) is np.bool_:
-        return {"t": "bool", "v": bool(x)}
-    if type(x) in (int, float) or isinstance(x, (np.integer, np.floating)):
-        return {"t": "float", "v": float(x)}
-    if type(x) is str:
-        return {"t": "str", "v": x[:MAX_STR]}
-    if type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    if type(x) is np.ndarray:
-        if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-            return {"t": "object", "type": f"ndarray of {x.dtype}"}
-        if x.size > 100_000:
-            return {"t": "object", "type": f"ndarray with {x.size} elements (too large)"}
-        if np.iscomplexobj(x):
-            return {"t": "object", "type": "complex ndarray"}
-        return {"t": "array", "shape": list(x.shape), "v": x.astype(np.float64).ravel().tolist()}
-    if type(x) in (list, tuple):
-        if len(x) > 100_000:
-            return {"t": "object", "type": f"{type(x).__name__} of {len(x)} items (too long)"}
-        return {"t": "list", "v": [to_plain(v, depth + 1) for v in x]}
-    if type(x) is dict:
-        if len(x) > 1000 or not all(type(k) is str for k in x):
-            return {"t": "object", "type": "dict (keys must be strings, at most 1000)"}
-        return {"t": "dict", "v": {k[:MAX_STR]: to_plain(v, depth + 1) for k, v in x.items()}}
-    return {"t": "object", "type": type(x).__qualname__[:200]}
-
-
-def _as_args(args: tuple) -> tuple:
-    """Case inputs as the student's function receives them: numeric lists become float64 arrays."""
-    out = []
-    for a in args:
-        if isinstance(a, (list, tuple)):
-            try:
-                arr = np.asarray(a, dtype=np.float64)
-            except (TypeError, ValueError):
-                arr = None
-            out.append(arr if arr is not None else a)
-        else:
-            out.append(a)
-    return tuple(out)
+# re-exported: notebooks, tests and the grader's worker import these from here
+from .plain import MAX_STR, as_args, compare, describe, numeric, plain_args, to_plain, unplain  # noqa: F401
+from .questions import get_question
+from .questions.base import KINDS, Case, Question, case_payload, hidden_cases  # noqa: F401  (re-exported)
 
 
 def _error(exc: BaseException) -> dict:
@@ -186,7 +72,7 @@ def _run_cases(answer: Any, cases: list[dict]) -> list[dict]:
     results = []
     for case in cases:
         try:
-            value = answer(*_as_args(tuple(case["args"])))
+            value = answer(*as_args(tuple(case["args"])))
             results.append({"value": to_plain(value)})
         except Exception as exc:  # the student's exception is data, not our failure
             results.append(_error(exc))
@@ -255,43 +141,6 @@ def function_record(results: list[dict], delegated=(), guard_off: bool = False) 
     return record
 
 
-def plain_args(args: tuple) -> tuple:
-    """Case inputs as JSON data: numpy arrays and scalars become lists and Python numbers."""
-    def conv(x):
-        if isinstance(x, np.ndarray):
-            return conv(x.tolist())
-        if isinstance(x, (list, tuple)):
-            return [conv(v) for v in x]
-        if isinstance(x, np.bool_):
-            return bool(x)
-        if isinstance(x, np.integer):
-            return int(x)
-        if isinstance(x, np.floating):
-            return float(x)
-        return x
-
-    return tuple(conv(a) for a in args)
-
-
-def hidden_cases(q: Question, seed: int) -> tuple[Case, ...]:
-    """The hidden cases of ``q`` in a grading run with ``seed``: the same seed and question, the same cases.
-
-    Each question draws from its own stream, ``default_rng([seed, crc32(id)])``, so adding a question to an
-    exercise changes no other question's cases.
-    """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
-        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
-    if q.kind != "function" or q.hidden is None:
-        return ()
-    rng = np.random.default_rng([int(seed), zlib.crc32(q.id.encode())])
-    return tuple(Case(c.name, plain_args(tuple(c.args)), c.raises, c.rtol, c.atol, c.hint) for c in q.hidden(rng))
-
-
-def case_payload(q: Question) -> list[dict]:
-    """The inputs of a function question's cases, as plain data to send to where the answer lives."""
-    return [{"name": c.name, "args": list(c.args)} for c in q.cases]
-
-
 def collect(q: Question, answer: Any, hidden: tuple[Case, ...] = ()) -> dict:
     """Plain-data record of ``answer`` for question ``q`` (runs where the answer lives).
 
@@ -339,86 +188,6 @@ class Result:
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
-
-
-def describe(p: dict) -> str:
-    """A short human description of a plain-data value, for feedback."""
-    t = p.get("t")
-    if t == "float":
-        return f"{p['v']:.6g}"
-    if t == "array":
-        v = np.asarray(p["v"]).reshape(p["shape"])
-        return f"array{tuple(p['shape'])} " + np.array2string(v, precision=6, threshold=12)
-    if t == "str":
-        return repr(p["v"][:80])
-    if t == "bool":
-        return repr(p["v"])
-    if t == "list":
-        return "[" + ", ".join(describe(v) for v in p["v"][:8]) + (", ..." if len(p["v"]) > 8 else "") + "]"
-    if t == "dict":
-        items = list(p["v"].items())[:8]
-        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in items) + "}"
-    if t == "none":
-        return "None"
-    if t == "ellipsis":
-        return "... (not answered)"
-    return f"an object of type {p.get('type', '?')}"
-
-
-def _numeric(p: dict):
-    """A float64 array from a plain float, array, or list of floats; None if ``p`` is not numeric."""
-    t = p.get("t")
-    if t == "float":
-        return np.asarray(p["v"], dtype=np.float64)
-    if t == "bool":
-        return None
-    if t == "array":
-        return np.asarray(p["v"], dtype=np.float64).reshape(p["shape"])
-    if t == "list" and all(v.get("t") in ("float", "list") for v in p["v"]):
-        try:
-            return np.asarray(_unplain(p), dtype=np.float64)
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
-def _unplain(p: dict):
-    t = p.get("t")
-    if t == "list":
-        return [_unplain(v) for v in p["v"]]
-    if t == "dict":
-        return {k: _unplain(v) for k, v in p["v"].items()}
-    if t == "array":
-        return np.asarray(p["v"]).reshape(p["shape"]).tolist()
-    return p.get("v")
-
-
-def compare(expected: dict, got: dict, rtol: float, atol: float) -> tuple[bool, str]:
-    """Compare two plain values by type and content; numbers within ``|got - exp| <= atol + rtol |exp|``."""
-    e = _numeric(expected)
-    if e is not None:
-        g = _numeric(got)
-        if g is None:
-            return False, f"expected a number or array like {describe(expected)}, got {describe(got)}"
-        if e.shape != g.shape and not (e.size == 1 and g.size == 1):
-            return False, f"expected shape {e.shape}, got shape {g.shape}"
-        e, g = e.reshape(-1), g.reshape(-1)
-        with np.errstate(invalid="ignore", over="ignore"):
-            ok = _close(e, g, rtol, atol)
-        if bool(ok.all()):
-            return True, ""
-        return False, f"expected {describe(expected)}, got {describe(got)}"
-    if expected.get("t") == got.get("t") and _unplain(expected) == _unplain(got):
-        return True, ""
-    return False, f"expected {describe(expected)}, got {describe(got)}"
-
-
-def _close(e: np.ndarray, g: np.ndarray, rtol: float, atol: float) -> np.ndarray:
-    """Elementwise: infinities must match exactly, NaN never matches, finite values within tolerance."""
-    same_inf = np.isinf(e) & (e == g)
-    scale = np.abs(np.where(np.isinf(e), 0.0, e))
-    within = np.isfinite(g) & np.isfinite(e) & (np.abs(g - e) <= atol + rtol * scale)
-    return same_inf | within
 
 
 def _missing(q: Question) -> Result:
@@ -513,13 +282,13 @@ def _grade_function(q: Question, record: dict, hidden: tuple[Case, ...] = ()) ->
         if value.get("t") == "none":
             not_impl += 1
         try:
-            expected = to_plain(q.reference(*_as_args(c.args)))
+            expected = to_plain(q.reference(*as_args(c.args)))
         except Exception:  # a broken reference is the course's bug: say so loudly
             raise RuntimeError(f"reference for {q.id} failed on case {label!r}:\n{traceback.format_exc()}")
         ok, msg = compare(expected, value, rtol, atol)
         if secret and not ok:
-            msg = _hidden_failure(got, None, _numeric(value) is not None and (
-                _numeric(expected) is None or _numeric(value).size == _numeric(expected).size)) + "."
+            msg = _hidden_failure(got, None, numeric(value) is not None and (
+                numeric(expected) is None or numeric(value).size == numeric(expected).size)) + "."
         cases.append(CaseResult(label, ok, msg + (hint if not ok else "")))
     passed = sum(c.passed for c in cases)
     if not_impl == len(all_cases):
@@ -546,7 +315,7 @@ def _grade_value(q: Question, got: dict) -> Result:
             ok = label == q.answer
             msgs = [] if ok else [q.feedback.get(label, "Not this one.") + (f" Hint: {q.hint}" if q.hint else "")]
     elif q.kind == "ordering":
-        items = _unplain(got) if got.get("t") == "list" else None
+        items = unplain(got) if got.get("t") == "list" else None
         if not (isinstance(items, list) and all(isinstance(i, str) for i in items)):
             ok, msgs = False, [f"answer with a list of the labels {list(q.choices)} in order, got {describe(got)}."]
         elif sorted(i.strip().upper() for i in items) != sorted(q.choices):
@@ -555,7 +324,7 @@ def _grade_value(q: Question, got: dict) -> Result:
             ok = [i.strip().upper() for i in items] == list(q.answer)
             msgs = [] if ok else ["The order is not right yet." + (f" Hint: {q.hint}" if q.hint else "")]
     else:  # matching: partial credit per item
-        pairs = _unplain(got) if got.get("t") == "dict" else None
+        pairs = unplain(got) if got.get("t") == "dict" else None
         if not isinstance(pairs, dict):
             return Result(q.id, q.title, 0.0, q.points, "failed",
                           [f"answer with a dict mapping each of {list(q.answer)} to a label, got {describe(got)}."])
@@ -579,8 +348,6 @@ def check(question_id: str, answer: Any = Ellipsis) -> None:
     become feedback. Prints and returns nothing, so a check at the end of a cell shows no echo;
     :func:`grade` gives the :class:`Result` itself.
     """
-    from .questions import get_question
-
     try:
         q = get_question(question_id)
     except KeyError as exc:

@@ -23,7 +23,7 @@ import pytest
 
 from rlhf_course.checks import collect, grade, hidden_cases
 from rlhf_course.cli import main
-from rlhf_course.grading import report, runner
+from rlhf_course.grading import protocol, report
 from rlhf_course.grading.source import parse_notebook, python_source, safe_names, SubmissionError
 from rlhf_course.questions import questions_for
 
@@ -575,16 +575,16 @@ def test_report_names_are_unique_and_safe():
 
 
 def test_malformed_worker_replies_are_rejected():
-    assert runner.sanitize_record("value", {"status": "ok", "value": {"t": "array", "shape": [10**9], "v": [1]}}) \
+    assert protocol.sanitize_record("value", {"status": "ok", "value": {"t": "array", "shape": [10**9], "v": [1]}}) \
         == {"status": "error", "message": "the grader could not read the answer's value"}
-    assert runner.sanitize_record("value", {"status": "ok", "value": {"t": "float", "v": "1"}})["status"] == "error"
-    assert runner.sanitize_record("function", {"status": "ok", "results": [{"value": {"t": "float", "v": True}}]}) \
+    assert protocol.sanitize_record("value", {"status": "ok", "value": {"t": "float", "v": "1"}})["status"] == "error"
+    assert protocol.sanitize_record("function", {"status": "ok", "results": [{"value": {"t": "float", "v": True}}]}) \
         == {"status": "ok", "results": [{"error": "the answer's value could not be read", "error_types": []}]}
     deep = {"t": "list", "v": []}
     for _ in range(40):
         deep = {"t": "list", "v": [deep]}
-    assert not runner.valid_plain(deep)
-    assert runner.valid_plain({"t": "array", "shape": [2, 1], "v": [1.0, float("inf")]})
-    good = runner.sanitize_record("function", {"status": "ok", "results": [{"error": "ValueError: x",
+    assert not protocol.valid_plain(deep)
+    assert protocol.valid_plain({"t": "array", "shape": [2, 1], "v": [1.0, float("inf")]})
+    good = protocol.sanitize_record("function", {"status": "ok", "results": [{"error": "ValueError: x",
                                                                             "error_types": ["ValueError", 3]}]})
     assert good == {"status": "ok", "results": [{"error": "ValueError: x", "error_types": ["ValueError"]}]}

@@ -50,8 +50,8 @@ def hard_coded_source(q) -> str:
     table = {}
     for c in q.cases:
         if not c.raises:
-            value = q.reference(*checks._as_args(c.args))
-            table[key(checks._as_args(c.args))] = np.asarray(value).tolist()
+            value = q.reference(*checks.as_args(c.args))
+            table[key(checks.as_args(c.args))] = np.asarray(value).tolist()
     return (f"import json\nimport numpy as np\n_TABLE_{q.name} = json.loads({json.dumps(table)!r})\n\n"
             f"def {q.name}(*args):\n"
             f"    key = json.dumps([a.tolist() if isinstance(a, np.ndarray) else a for a in args])\n"

@@ -11,8 +11,10 @@ Linux allows it (``unshare``) no network, its own process tree, and a private, r
 file system holding only what Python needs. A cell that hangs, crashes the process or exhausts its
 memory costs that cell: the runner restarts the worker, replays the cells before it, and goes on.
 
-Modules: ``source`` (reading submissions, cell sources), ``protocol`` (the JSON messages), ``sandbox``
-and ``worker`` (the student's side), ``runner`` (the trusted side), ``report`` (CSV, results.json,
-feedback.md), ``cli`` (the ``grade`` command), ``gradescope`` (Gradescope's layout and bundle).
-None imports torch or matplotlib.
+Modules, each importing only those before it: ``settings`` (a run's limits), ``source`` (reading
+submissions, cell sources), ``protocol`` (the JSON messages, and the shape check of the replies),
+``sandbox`` and ``worker`` (the student's side), ``process`` (starting, timing out and killing a worker),
+``runner`` (grading one submission: the trusted side), ``report`` (CSV, results.json, feedback.md),
+``batch`` (grading many files in parallel), ``gradescope`` (Gradescope's layout and bundle), ``cli`` (the
+``grade`` command), ``roster``. None imports torch or matplotlib.
 """

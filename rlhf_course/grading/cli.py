@@ -18,10 +18,11 @@ import shutil
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from . import report, runner
+from . import report
+from .batch import grade_files, make_non_dumpable, make_settings
+from .gradescope import run_gradescope
 from .source import find_submissions, safe_names
 
 
@@ -78,24 +79,6 @@ def protected_paths() -> list[Path]:
     return [Path(rlhf_course.__file__).resolve().parent, Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()]
 
 
-def make_settings(args, hidden: list[Path], scratch: str, seed: int = 0) -> runner.Settings:
-    for name in ("timeout", "total_timeout"):
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"rlhf-course grade: --{name.replace('_', '-')} must be > 0")
-    if args.memory < 256:
-        raise SystemExit("rlhf-course grade: --memory must be at least 256 (MB)")
-    if args.exercise:
-        from ..questions import exercise_ids
-
-        if args.exercise not in exercise_ids():
-            raise SystemExit(f"rlhf-course grade: no exercise {args.exercise!r} (known: {', '.join(exercise_ids())})")
-    if not 0 <= seed < 2**63:
-        raise SystemExit(f"rlhf-course grade: --seed must be an integer in [0, 2**63), got {seed}")
-    return runner.Settings(timeout=args.timeout, total_timeout=args.total_timeout, memory_mb=args.memory,
-                           isolation=args.isolation, exercise=args.exercise,
-                           hidden=tuple(str(p) for p in hidden), scratch=scratch, seed=seed)
-
-
 def pick_seed(args, previous: Path) -> tuple[int, str]:
     """The hidden cases' seed and where it came from: ``--seed``, the output folder's ``grades.csv`` (a
     regrade draws the same cases), the ``--compare`` file, or a new random one."""
@@ -116,53 +99,6 @@ def _only_failed(out: Path, files: list[tuple[Path, str]]) -> tuple[list[dict], 
     return old, todo, sorted(failed - {n for _, n in todo})
 
 
-def make_non_dumpable() -> None:
-    """Keep same-user processes (e.g. a worker without namespaces) from reading or writing this one's memory."""
-    if sys.platform.startswith("linux"):
-        from .sandbox import PR_SET_DUMPABLE, prctl
-
-        prctl(PR_SET_DUMPABLE, 0)
-
-
-def grade_files(files: list[tuple[Path, str]], settings: runner.Settings, jobs: int, out: Path | None,
-                progress: bool = True, folders: dict[str, str] | None = None) -> tuple[list[runner.Graded], str]:
-    """Grade ``(path, name)`` pairs in parallel; write each submission's reports into ``out`` as it finishes.
-
-    ``folders``: name -> report folder, when ``files`` is part of a larger batch (``--only-failed``).
-    """
-    mode, why = runner.probe_isolation(settings)
-    isolation = runner.describe_isolation(mode, why, settings)
-    folders = [folders[name] for _, name in files] if folders else safe_names([name for _, name in files])
-    graded: list[runner.Graded] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(files), unit="submission", file=sys.stderr, dynamic_ncols=True)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {pool.submit(runner.grade_notebook, path, name, mode, settings): folder
-                   for (path, name), folder in zip(files, folders)}
-        try:
-            for fut in as_completed(futures):
-                g = fut.result()
-                g.isolation = isolation if g.isolation else ""
-                if out is not None:
-                    report.write_submission(out, futures[fut], g)
-                graded.append(g)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix_str(f"{g.name}: {g.status}", refresh=False)
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            runner.kill_all_workers()
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-    return graded, isolation
-
-
 def _error(msg: str) -> int:
     print(f"rlhf-course grade: {msg}", file=sys.stderr)
     return 2
@@ -173,8 +109,6 @@ def run(args) -> int:
         print("rlhf-course grade: grading runs on Linux (with the most isolation) or macOS", file=sys.stderr)
         return 2
     if args.gradescope:
-        from .gradescope import run_gradescope
-
         return run_gradescope(args)
     if args.only_failed is not None:
         if args.out is not None and args.out.resolve() != args.only_failed.resolve():

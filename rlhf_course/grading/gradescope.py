@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from . import report
+from .batch import grade_files, make_non_dumpable, make_settings
 from .source import find_submissions
 
 
@@ -35,8 +36,6 @@ def _pick_notebook(folder: Path, exercise: str | None) -> tuple[Path | None, str
 
 def run_gradescope(args) -> int:
     """Grade ``ROOT/submission`` into ``ROOT/results/results.json`` (``ROOT`` is ``/autograder``)."""
-    from .cli import make_non_dumpable, make_settings
-
     root = args.gradescope_root
     results = root / "results" / "results.json"
     nb, note = _pick_notebook(root / "submission", args.exercise)
@@ -50,8 +49,6 @@ def run_gradescope(args) -> int:
     settings = make_settings(args, [h.resolve() for h in hidden], scratch, seed=args.seed or 0)
     make_non_dumpable()
     try:
-        from .cli import grade_files
-
         (g,), isolation = grade_files([(nb, nb.name)], settings, jobs=1, out=None, progress=False)
     finally:
         import shutil

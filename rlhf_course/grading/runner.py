@@ -1,4 +1,4 @@
-"""The trusted side of grading one submission: start a confined worker, run the cells, collect, grade.
+"""What grading one submission means: run its cells in a worker, collect each answer, grade it.
 
 A cell that runs past the per-cell time limit, or kills the worker (``os._exit``, a segfault, the memory
 limit), is marked failed; the worker is replaced by a fresh one, the cells that ran before it are run
@@ -7,50 +7,30 @@ failed cell then finds no answer, and loses its points; the others keep theirs. 
 answer that hangs or crashes while it is being called on a case: that case fails, and (since a hung
 answer would hang its other cases too) the question's remaining cases are not run.
 
-Only JSON comes back from the worker; it is parsed with a size limit, checked for shape
-(:func:`sanitize_record`), and scored by :func:`rlhf_course.checks.grade` here.
+The worker process itself (starting it confined, its pipes, timeouts, killing it) is
+:mod:`rlhf_course.grading.process`. Only JSON comes back from it; it is parsed with a size limit, checked
+for shape (:func:`rlhf_course.grading.protocol.sanitize_record`), and scored by
+:func:`rlhf_course.checks.grade` here.
 """
 from __future__ import annotations
 
-import math
-import os
-import select
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checks import MAX_STR, Question, Result, case_payload, function_record, grade, hidden_cases
-from . import protocol
+from ..checks import Question, Result, case_payload, function_record, grade
+from ..plain import MAX_STR
+from ..questions import exercise_ids, questions_for
+from ..questions.base import hidden_cases
+from .process import Worker, WorkerFailure, probe_isolation  # noqa: F401  (probe_isolation: re-exported)
+from .protocol import sanitize_record
+from .settings import Settings
 from .source import Cell, SubmissionError, code_cells, parse_notebook, python_source
 
 # Statuses of a submission, most serious first (the row shows the most serious that happened).
 STATUSES = ("grader-error", "invalid-notebook", "unknown-exercise", "wrong-exercise", "total-timeout",
             "crashed", "timeout", "memory", "missing-cells", "ok")
 NOT_GRADED = ("grader-error", "invalid-notebook", "unknown-exercise", "wrong-exercise")
-
-
-@dataclass
-class Settings:
-    """Limits and choices of a grading run (the ``grade`` command's options)."""
-
-    timeout: float = 60.0  # seconds per cell, and per call of an answer on one case
-    total_timeout: float = 600.0  # seconds per submission, everything included
-    memory_mb: int = 2048  # address space of the worker
-    isolation: str = "auto"  # "auto", "namespaces" or "rlimits"
-    exercise: str | None = None  # grade every submission as this exercise (else: its metadata)
-    max_restarts: int = 8  # fresh workers per submission after a hang or crash
-    startup_timeout: float = 60.0  # for a worker to start (no student code runs before it is ready)
-    max_file_mb: float = 50.0
-    tmp_mb: int = 64  # the worker's private /tmp (namespaces)
-    hidden: tuple = ()  # paths the worker must not see: the submissions, the output folder
-    scratch: str | None = None  # where the grader keeps its temporary files
-    seed: int = 0  # draws the questions' hidden cases (checks.hidden_cases): the same seed, the same cases
 
 
 @dataclass
@@ -71,349 +51,6 @@ class Graded:
     def add_status(self, status: str) -> None:
         if STATUSES.index(status) < STATUSES.index(self.status):
             self.status = status
-
-
-# --------------------------------------------------------------------------------------------------
-# the worker process
-
-
-class WorkerFailure(Exception):
-    """A request got no reply: ``kind`` is ``timeout``, ``total-timeout``, ``crashed`` or ``protocol``."""
-
-    def __init__(self, kind: str, detail: str):
-        super().__init__(detail)
-        self.kind, self.detail = kind, detail
-
-
-def unshare_path() -> str | None:
-    return shutil.which("unshare") if sys.platform.startswith("linux") else None
-
-
-def _fontlists() -> dict:
-    """matplotlib's font cache files, handed to each worker so that it need not rebuild them."""
-    home = Path.home()
-    dirs = [os.environ.get("MPLCONFIGDIR"), os.environ.get("XDG_CACHE_HOME") and
-            os.path.join(os.environ["XDG_CACHE_HOME"], "matplotlib"), home / ".cache" / "matplotlib",
-            home / ".matplotlib"]
-    out = {}
-    for d in dirs:
-        if d and Path(d).is_dir():
-            for f in sorted(Path(d).glob("fontlist-v*.json")):
-                if f.stat().st_size < 2**20:
-                    out.setdefault(f.name, f.read_text())
-    return out
-
-
-_FONTLISTS: dict | None = None
-
-
-def _package_path_env() -> dict:
-    """PYTHONPATH for the worker, only when this package is imported from a plain checkout (not installed)."""
-    import importlib.metadata
-
-    import rlhf_course
-
-    try:
-        importlib.metadata.distribution("rlhf-course")
-        return {}  # installed (editable or not): the worker's Python finds it as this one does
-    except importlib.metadata.PackageNotFoundError:
-        return {"PYTHONPATH": str(Path(rlhf_course.__file__).resolve().parent.parent)}
-
-
-_LIVE: set = set()  # workers running now, to kill them all on an interrupt
-_LIVE_LOCK = threading.Lock()
-
-
-_STOPPING = threading.Event()  # set on an interrupt: no new workers
-
-
-def kill_all_workers() -> None:
-    """Stop every running worker and refuse to start new ones (on an interrupt)."""
-    _STOPPING.set()
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for w in live:
-        w.kill()
-
-
-class Worker:
-    """One worker process and its two pipes."""
-
-    def __init__(self, isolation: str, settings: Settings, guards: tuple[str, ...] = ()):
-        global _FONTLISTS
-        if _STOPPING.is_set():
-            raise WorkerFailure("startup", "grading was interrupted")
-        if _FONTLISTS is None:
-            _FONTLISTS = _fontlists()
-        self.isolation = isolation
-        self.workdir = None
-        req_r, self.req_w = os.pipe()
-        self.resp_r, resp_w = os.pipe()
-        py = [sys.executable, "-s", "-B"] + (["-P"] if sys.version_info >= (3, 11) else [])
-        cmd = py + ["-m", "rlhf_course.grading.worker", str(req_r), str(resp_w)]
-        if isolation == "namespaces":
-            cmd = [unshare_path() or "unshare", "--user", "--map-root-user", "--mount", "--net", "--pid",
-                   "--fork", "--kill-child"] + cmd
-            home, cwd = "/tmp", "/"
-        else:
-            self.workdir = tempfile.mkdtemp(prefix="rlhf-worker-", dir=settings.scratch)
-            home = cwd = self.workdir
-        env = {"PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]),
-               "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg",
-               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TQDM_DISABLE": "1",
-               **_package_path_env()}
-        self.stderr = tempfile.TemporaryFile(dir=settings.scratch)
-        self.buf = b""
-        self.started = time.monotonic()
-        try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.stderr,
-                                         pass_fds=(req_r, resp_w), start_new_session=True, env=env, cwd=cwd)
-        finally:
-            os.close(req_r)
-            os.close(resp_w)
-        with _LIVE_LOCK:
-            _LIVE.add(self)
-        os.set_blocking(self.req_w, False)
-        config = {"isolation": isolation, "memory_mb": settings.memory_mb, "workdir": self.workdir,
-                  "cpu_s": int(math.ceil(settings.total_timeout)) + 10, "fsize_mb": 16, "nproc": 256,
-                  "tmp_mb": settings.tmp_mb, "hidden": [str(p) for p in settings.hidden], "fontlists": _FONTLISTS,
-                  "guards": list(guards)}  # resolved by the worker before any student code runs
-        deadline = time.monotonic() + settings.startup_timeout
-        try:
-            self._send(config, deadline)
-            self.hello = self._receive(deadline)
-        except WorkerFailure as exc:
-            self.kill()
-            raise WorkerFailure("startup", f"the grader's worker did not start: {exc.detail}") from None
-        if not self.hello.get("ready"):
-            self.kill()
-            raise WorkerFailure("startup", f"the grader's worker could not confine itself: "
-                                           f"{self.hello.get('error', '?')}")
-        self.start_seconds = time.monotonic() - self.started
-        self.next_id = 0
-
-    # ---- pipes
-
-    def _wait(self, fd: int, event: int, deadline: float, what: str) -> bool:
-        """Wait until ``fd`` is ready (poll, so any descriptor number works); False on a dead worker."""
-        poller = select.poll()
-        poller.register(fd, event)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise WorkerFailure("timeout", f"no {what} in time")
-            if poller.poll(min(left, 0.5) * 1000):
-                return True
-            if self.proc.poll() is not None:
-                return bool(poller.poll(0))  # dead: whatever it wrote before dying can still be read
-
-    def _send(self, msg: dict, deadline: float) -> None:
-        data = protocol.encode(msg)
-        while data:
-            if not self._wait(self.req_w, select.POLLOUT, deadline, "room to send a request"):
-                raise WorkerFailure("crashed", self.death())
-            try:
-                data = data[os.write(self.req_w, data):]
-            except BlockingIOError:
-                continue
-            except OSError:  # EPIPE: the worker is gone
-                raise WorkerFailure("crashed", self.death()) from None
-
-    def _receive(self, deadline: float) -> dict:
-        while b"\n" not in self.buf:
-            if not self._wait(self.resp_r, select.POLLIN, deadline, "reply"):
-                raise WorkerFailure("crashed", self.death())
-            chunk = os.read(self.resp_r, 1 << 20)
-            if not chunk:
-                raise WorkerFailure("crashed", self.death())
-            self.buf += chunk
-            if len(self.buf) > protocol.MAX_MESSAGE and b"\n" not in self.buf:
-                raise WorkerFailure("protocol", f"a reply of more than {protocol.MAX_MESSAGE // 2**20} MB")
-        line, _, self.buf = self.buf.partition(b"\n")
-        try:
-            return protocol.decode(line)
-        except protocol.ProtocolError as exc:
-            raise WorkerFailure("protocol", str(exc)) from None
-
-    def request(self, msg: dict, timeout: float) -> dict:
-        """Send one request; the reply, or :class:`WorkerFailure` after ``timeout`` seconds or a crash."""
-        self.next_id += 1
-        msg = {**msg, "id": self.next_id}
-        deadline = time.monotonic() + max(timeout, 0.0)
-        self._send(msg, deadline)
-        while True:
-            reply = self._receive(deadline)
-            if reply.get("id") == self.next_id:
-                return reply
-            # A reply to something else: student code wrote into the pipe. Not ours; keep reading.
-
-    # ---- end
-
-    def death(self) -> str:
-        """How the worker died, for the feedback: exit code or signal, and the end of its error output."""
-        try:
-            code = self.proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            return "the process stopped answering"
-        if code is not None and code < 0:
-            how = f"killed by signal {signal.Signals(-code).name}" if -code in signal.valid_signals() else f"signal {-code}"
-        elif code is not None and code > 128 and code - 128 in signal.valid_signals():
-            how = f"killed by signal {signal.Signals(code - 128).name}"
-        else:
-            how = f"exited with code {code}"
-        tail = self.stderr_tail()
-        if "Fatal Python error" in tail:
-            how += ": " + next(ln for ln in tail.splitlines() if "Fatal Python error" in ln).strip()
-        elif signal.SIGXCPU.name in how:
-            how += " (CPU time limit)"
-        return how
-
-    def stderr_tail(self, n: int = 4000) -> str:
-        try:
-            self.stderr.seek(0, os.SEEK_END)
-            size = self.stderr.tell()
-            self.stderr.seek(max(0, size - n))
-            return self.stderr.read().decode("utf-8", "replace")
-        except (OSError, ValueError):
-            return ""
-
-    def kill(self) -> None:
-        """Kill the worker's whole process group (with namespaces: its whole process tree) and clean up."""
-        with _LIVE_LOCK:
-            if self not in _LIVE:
-                return
-            _LIVE.discard(self)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        for fd in (self.req_w, self.resp_r):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.req_w = self.resp_r = -1
-        self.stderr.close()
-        if self.workdir:
-            _rmtree(self.workdir)
-
-
-def _rmtree(path: str) -> None:
-    def onerror(func, p, exc):
-        try:
-            os.chmod(p if os.path.isdir(p) else os.path.dirname(p), 0o700)
-            func(p)
-        except OSError:
-            pass
-
-    shutil.rmtree(path, onerror=onerror)
-
-
-def probe_isolation(settings: Settings) -> tuple[str, str]:
-    """The isolation this machine allows, as ``(mode, explanation)``; tried once per run.
-
-    ``namespaces`` needs the ``unshare`` command, unprivileged user namespaces, and every check of the
-    worker's confinement (:func:`rlhf_course.grading.sandbox.verify`) to hold.
-    """
-    if settings.isolation == "rlimits":
-        return "rlimits", "chosen with --isolation rlimits"
-    reason = None
-    if not unshare_path():
-        reason = "no unshare command here: it is part of Linux's util-linux"
-    else:
-        try:
-            w = Worker("namespaces", settings)
-        except WorkerFailure as exc:
-            reason = exc.detail
-        else:
-            failed = [k for k, ok in w.hello.get("checks", {}).items() if not ok]
-            w.kill()
-            if failed or not w.hello.get("checks"):
-                reason = "the confinement did not hold: " + ", ".join(failed or ["no checks reported"])
-    if reason is None:
-        return "namespaces", "Linux namespaces"
-    if settings.isolation == "namespaces":
-        raise RuntimeError(f"--isolation namespaces is not possible here: {reason}")
-    return "rlimits", reason
-
-
-def describe_isolation(mode: str, why: str, settings: Settings) -> str:
-    limits = (f"limits: {settings.memory_mb} MB of memory, {settings.timeout:g} s per cell and per answer, "
-              f"{settings.total_timeout:g} s per submission")
-    if mode == "namespaces":
-        return ("Isolation: Linux namespaces (no network; a private, read-only file system holding only "
-                f"Python and the course package; its own process tree; no capabilities); {limits}")
-    return (f"Isolation: resource limits only ({why}): the student's code could use the network and read "
-            f"or write the grader's files; {limits}")
-
-
-# --------------------------------------------------------------------------------------------------
-# checking the worker's replies: plain data of the expected shape, nothing else
-
-
-def valid_plain(p, depth: int = 0) -> bool:
-    """Is ``p`` plain data as :func:`rlhf_course.checks.to_plain` makes it (and nothing else)?"""
-    if depth > 25 or not isinstance(p, dict):
-        return False
-    t, v = p.get("t"), p.get("v")
-    if t in ("none", "ellipsis"):
-        return True
-    if t == "bool":
-        return isinstance(v, bool)
-    if t == "float":
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-    if t == "str":
-        return isinstance(v, str) and len(v) <= MAX_STR
-    if t == "object":
-        return isinstance(p.get("type"), str)
-    if t == "array":
-        shape = p.get("shape")
-        if not (isinstance(shape, list) and len(shape) <= 32 and isinstance(v, list) and len(v) <= 100_000
-                and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s for s in shape)):
-            return False
-        return math.prod(shape) == len(v) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-    if t == "list":
-        return isinstance(v, list) and len(v) <= 100_000 and all(valid_plain(x, depth + 1) for x in v)
-    if t == "dict":
-        return (isinstance(v, dict) and len(v) <= 1000
-                and all(isinstance(k, str) and valid_plain(x, depth + 1) for k, x in v.items()))
-    return False
-
-
-def _case_result(r) -> dict:
-    if isinstance(r, dict) and "error" in r:
-        types = r.get("error_types")
-        types = [t[:100] for t in types if isinstance(t, str)][:50] if isinstance(types, list) else []
-        return {"error": str(r["error"])[:MAX_STR], "error_types": types}
-    if isinstance(r, dict) and valid_plain(r.get("value")):
-        return {"value": r["value"]}
-    return {"error": "the answer's value could not be read", "error_types": []}
-
-
-def sanitize_record(kind: str, rec: dict) -> dict:
-    """A worker's reply to ``collect``, reduced to exactly what :func:`rlhf_course.checks.grade` reads."""
-    status = rec.get("status")
-    if status in ("missing", "not-callable", "not-defined"):
-        return {"status": status, "type": str(rec.get("type", "?"))[:200]}
-    if status == "error":
-        return {"status": "error", "message": str(rec.get("message", "the answer could not be checked"))[:MAX_STR]}
-    if status == "ok" and kind == "function":
-        results = rec.get("results")
-        if isinstance(results, list) and len(results) == 1:
-            out = {"status": "ok", "results": [_case_result(results[0])]}
-            hit = rec.get("delegated")
-            if isinstance(hit, list) and hit and all(isinstance(h, str) for h in hit):
-                out["delegated"] = [h[:200] for h in hit[:8]]
-            if rec.get("guard_off") is True:
-                out["guard_off"] = True
-            return out
-    elif status == "ok" and valid_plain(rec.get("value")):
-        return {"status": "ok", "value": rec["value"]}
-    return {"status": "error", "message": "the grader could not read the answer's value"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -647,8 +284,6 @@ class Session:
 
 def pick_exercise(nb_exercise: str | None, settings: Settings) -> str:
     """The exercise to grade a notebook as: its metadata, checked against ``--exercise`` and the registry."""
-    from ..questions import exercise_ids
-
     known = exercise_ids()
     if settings.exercise:
         if nb_exercise and nb_exercise != settings.exercise:
@@ -681,8 +316,6 @@ def grade_notebook(path: Path, name: str, isolation: str, settings: Settings) ->
 
 
 def _grade_notebook(path: Path, name: str, isolation: str, settings: Settings) -> Graded:
-    from ..questions import questions_for
-
     t0 = time.monotonic()
     g = Graded(name=name, path=str(path), isolation=isolation)
     try:

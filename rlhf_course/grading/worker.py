@@ -1,6 +1,6 @@
 """The worker: runs one submission's cells and answers the grader's questions with plain data.
 
-Started by :mod:`rlhf_course.grading.runner` as ``python -m rlhf_course.grading.worker REQ_FD RESP_FD``.
+Started by :mod:`rlhf_course.grading.process` as ``python -m rlhf_course.grading.worker REQ_FD RESP_FD``.
 It reads requests from ``REQ_FD`` and writes one JSON line per reply to ``RESP_FD`` (see ``protocol``);
 its standard output and error are not part of the protocol. Order of events:
 

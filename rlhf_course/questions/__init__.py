@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 from functools import lru_cache
 
-from ..checks import Question
+from .base import Question
 
 
 def exercise_ids() -> list[str]:

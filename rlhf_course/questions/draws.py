@@ -1,7 +1,7 @@
 """Random inputs for the questions' hidden cases (``Question.hidden``).
 
 Every function takes the grading run's generator (``numpy.random.Generator``, seeded per run and question by
-:func:`rlhf_course.checks.hidden_cases`) and returns numpy arrays; the cases' inputs are turned into plain data
+:func:`rlhf_course.questions.base.hidden_cases`) and returns numpy arrays; the cases' inputs are turned into plain data
 when they are drawn. Sizes are small, so that the hidden cases cost the grader next to nothing.
 """
 from __future__ import annotations

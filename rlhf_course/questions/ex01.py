@@ -5,7 +5,7 @@ policies agree, and what that value does and does not say.
 """
 import math
 
-from ..checks import Case, Question
+from .base import Case, Question, choice
 from ..kl import k3, kl_divergence, log_ratio
 from . import draws
 
@@ -52,7 +52,6 @@ QUESTIONS = [
         kind="function",
         points=2,
         title="the per-sample penalty log pi(y) - log pi_ref(y)",
-        name="penalty",
         reference=log_ratio,
         guards=("rlhf_course.kl.log_ratio",),
         hidden=_hidden_penalty,
@@ -72,19 +71,14 @@ QUESTIONS = [
         kind="value",
         points=1,
         title="the penalty when pi(y) = pi_ref(y)",
-        name="penalty_when_equal",
         answer=0.0,
         atol=1e-12,
         hint="log a - log a.",
     ),
-    Question(
+    choice(
         id="01.penalty_meaning",
-        kind="choice",
-        points=1,
         title="what a zero penalty on one response signifies",
-        name="penalty_meaning",
         answer="B",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "One response says nothing about the others: the policy may have moved mass among them.",
             "C": "KL is an expectation over all responses; a zero on one response does not make it zero.",
@@ -97,7 +91,6 @@ QUESTIONS = [
         kind="value",
         points=1,
         title="the penalty of a response the policy has made less likely",
-        name="negative_penalty",
         answer=math.log(0.2) - math.log(0.4),
         rtol=1e-4,
         hint="pi(y) = 0.2 and pi_ref(y) = 0.4: the penalty is log(0.2) - log(0.4).",
@@ -107,7 +100,6 @@ QUESTIONS = [
         kind="function",
         points=3,
         title="exact KL(p || q) between categorical distributions",
-        name="kl_divergence",
         reference=kl_divergence,
         guards=("rlhf_course.kl.kl_divergence",),
         hidden=_hidden_kl,
@@ -128,14 +120,10 @@ QUESTIONS = [
         ),
         hint="sum over y of p(y) (log p(y) - log q(y)), over the last axis.",
     ),
-    Question(
+    choice(
         id="01.reverse_kl_fit",
-        kind="choice",
-        points=1,
         title="forward or reverse KL: fitting one mode to two",
-        name="reverse_kl_fit",
         answer="C",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "That is what minimizing the forward KL(p || q) does: it must cover every mode of p.",
             "B": "KL is not symmetric: the two fits differ.",
@@ -148,7 +136,6 @@ QUESTIONS = [
         kind="function",
         points=2,
         title="the k3 estimator, computed stably",
-        name="k3",
         reference=k3,
         guards=("rlhf_course.kl.k3",),
         hidden=_hidden_k3,
@@ -172,14 +159,11 @@ QUESTIONS = [
         choices=("k1", "k2", "k3"),
         hint="compute E[k] and the sign of each estimator on a few samples.",
     ),
-    Question(
+    choice(
         id="01.support",
-        kind="choice",
-        points=1,
         title="a response the reference can never produce",
         name="support_answer",
         answer="D",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "log pi_ref(y) = -inf, so the penalty on that response is +inf, not 0.",
             "B": "The KL sums pi(y) (log pi(y) - log pi_ref(y)) over y with pi(y) > 0; one infinite term "

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..checks import Case, Question
+from .base import Case, Question, choice
 from ..sequences import (
     bigram_logits,
     card000_example,
@@ -81,7 +81,6 @@ QUESTIONS = [
         kind="function",
         points=3,
         title="token log-probabilities from logits, with a temperature",
-        name="token_logprobs",
         reference=token_logprobs,
         guards=("rlhf_course.sequences.token_logprobs",),
         hidden=_hidden_token_logprobs,
@@ -113,7 +112,6 @@ QUESTIONS = [
         kind="function",
         points=3,
         title="the masked sequence penalty sum_t m_t (log pi - log pi_ref)",
-        name="sequence_penalty",
         reference=sequence_penalty,
         guards=("rlhf_course.sequences.sequence_penalty",),
         hidden=_hidden_sequence_penalty,
@@ -145,14 +143,10 @@ QUESTIONS = [
         ),
         hint="sum over the last axis of mask * (logp - ref_logp).",
     ),
-    Question(
+    choice(
         id="02.sum_of_token_ratios",
-        kind="choice",
-        points=1,
         title="why the per-token log-ratios add up to the sequence log-ratio",
-        name="sum_of_token_ratios",
         answer="B",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "The tokens are not independent: each is conditioned on the ones before it. The factorization "
                  "pi(y|x) = prod_t pi(y_t | x, y_<t) is exact for any autoregressive model, dependent tokens and all.",
@@ -167,7 +161,6 @@ QUESTIONS = [
         kind="matching",
         points=2,
         title="the parts of the sequence penalty and their roles",
-        name="penalty_parts",
         answer={"policy_logprob": "B", "reference_logprob": "C", "sum_over_tokens": "D", "mask": "A"},
         choices=("policy_logprob", "reference_logprob", "sum_over_tokens", "mask"),
         hint="one of the five roles belongs to none of the four parts: the penalty never sees a reward.",
@@ -177,7 +170,6 @@ QUESTIONS = [
         kind="value",
         points=2,
         title="the expected sequence penalty of the two-token toy (the sequence KL)",
-        name="expected_penalty",
         answer=_toy_sequence_kl(),
         rtol=1e-4,
         hint="either enumerate the four responses, sum_y pi(y) (log pi(y) - log pi_ref(y)), or use the chain "
@@ -188,20 +180,15 @@ QUESTIONS = [
         kind="value",
         points=2,
         title="the penalties of Response A and Response B",
-        name="card000_penalties",
         answer=_card000_penalties(),
         rtol=1e-4,
         atol=1e-6,
         hint="for each response, sum over its tokens of logp - ref_logp; answer [penalty_A, penalty_B].",
     ),
-    Question(
+    choice(
         id="02.larger_penalty",
-        kind="choice",
-        points=1,
         title="which response pays the larger penalty, and why (card 000)",
-        name="larger_penalty",
         answer="B",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "The penalty is log pi(y) - log pi_ref(y): a high reference probability makes it smaller, not "
                  "larger. Here the policy, rewarded for detail, gives \"Yes.\" less probability than the "
@@ -213,14 +200,10 @@ QUESTIONS = [
                  "pi(y) = pi_ref(y), and here the two models disagree about both responses.",
         },
     ),
-    Question(
+    choice(
         id="02.zero_sequence_penalty",
-        kind="choice",
-        points=1,
         title="a sequence penalty of zero from per-token log-ratios +0.7 and -0.7",
-        name="zero_sequence_penalty",
         answer="B",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "The per-token log-ratios are +0.7 and -0.7, not 0: the models disagree on both tokens. "
                  "Only their sum, the log-ratio of the whole response, is 0.",

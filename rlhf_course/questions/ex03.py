@@ -8,7 +8,7 @@ multiple-choice question per case study). ``rlhf_course.seeds`` maps every card 
 import numpy as np
 
 from .._validate import as_float_array, check_finite, check_positive_scalar, check_same_shape
-from ..checks import Case, Question
+from .base import Case, Question, choice
 from ..kl import kl_divergence, log_ratio
 from ..objective import optimal_policy, rlhf_objective
 
@@ -117,11 +117,6 @@ def _hidden_exp_tilt(rng) -> tuple[Case, ...]:
 _PSTAR = optimal_policy(np.array([0.5, 0.3, 0.2]), np.array([1.0, 0.0, -1.0]), 1.0).tolist()
 
 
-def _case(qid, title, name, answer, feedback, hint=""):
-    return Question(id=qid, kind="choice", points=1, title=title, name=name, answer=answer,
-                    choices=("A", "B", "C", "D"), feedback=feedback, hint=hint)
-
-
 QUESTIONS = [
     # ---- the objective -------------------------------------------------------------------------------------
     Question(
@@ -129,7 +124,6 @@ QUESTIONS = [
         kind="function",
         points=3,
         title="the RLHF objective as a loss, E_pi[-r + beta (log pi - log pi_ref)]",
-        name="rlhf_loss",
         reference=rlhf_loss,
         guards=("rlhf_course.questions.ex03.rlhf_loss", "rlhf_course.objective.rlhf_objective"),
         hidden=_hidden_rlhf_loss,
@@ -157,7 +151,6 @@ QUESTIONS = [
         kind="function",
         points=2,
         title="the penalized reward r - beta (log pi - log pi_ref) of sampled responses",
-        name="penalized_reward",
         reference=penalized_reward,
         guards=("rlhf_course.questions.ex03.penalized_reward",),
         hidden=_hidden_penalized_reward,
@@ -186,7 +179,7 @@ QUESTIONS = [
         choices=("reward", "beta", "log_ratio", "reference", "expectation"),
         hint="which term would you change to hold the policy closer to the SFT model, and which one is that model?",
     ),
-    _case("03.score_use", "the most direct use of the reward model's score in one step", "score_use", "C", {
+    choice("03.score_use", "the most direct use of the reward model's score in one step", "score_use", "C", {
         "A": "The reward model is fixed during policy optimization; retraining it is a separate stage, not part of "
              "the step.",
         "B": "There is no gate: every sampled response contributes to the update, weighted by its penalized reward.",
@@ -197,7 +190,6 @@ QUESTIONS = [
         kind="ordering",
         points=2,
         title="the order of events in one iteration of policy learning",
-        name="loop_order",
         answer=["C", "E", "A", "D", "B"],
         choices=("A", "B", "C", "D", "E"),
         hint="a response must exist before it is scored, and the update needs the penalized reward.",
@@ -222,57 +214,55 @@ QUESTIONS = [
         choices=tuple(STRENGTHS),
         hint="compute KL(pi*_beta || pi_ref) and the gold reward of pi*_beta for each of the three values.",
     ),
-    _case("03.mediocre", "coherent, safe, mediocre: the likely cause", "mediocre_cause", "A", {
+    choice("03.mediocre", "coherent, safe, mediocre: the likely cause", "mediocre_cause", "A", {
         "B": "A too-small beta lets the policy move far and earn high reward-model scores (often by exploiting the "
              "reward model), not mediocre ones.",
         "C": "Reward hacking shows as high reward-model scores with worse real quality; here the scores are mediocre.",
         "D": "A reference that follows the policy weakens the anchor: the symptom would be drift with high scores, "
              "not a policy stuck near the SFT model.",
     }),
-    _case("03.reward_only", "reward only: repetitive, unnatural text", "reward_only_reason", "D", {
+    choice("03.reward_only", "reward only: repetitive, unnatural text", "reward_only_reason", "D", {
         "A": "A small learning rate slows all change down; it does not produce high scores with degenerate text.",
         "B": "An accurate reward model would not score repetitive, unnatural text highly; the objective found "
              "where the reward model is wrong.",
         "C": "This objective has no KL penalty at all; a strong one is what would keep the text natural.",
     }),
-    _case("03.drift_fix", "drifting away from the SFT style: the specific fix", "drift_fix", "B", {
+    choice("03.drift_fix", "drifting away from the SFT style: the specific fix", "drift_fix", "B", {
         "A": "Larger steps reach the drifted policy sooner; nothing in the objective changes.",
         "C": "More data of the same kind may improve the reward model, but nothing anchors the policy to the SFT "
              "model's style; the drift comes from the objective having no (or too weak a) penalty.",
         "D": "Sampling temperature changes decoding, not what the policy learned; the trained distribution has "
              "still drifted.",
     }),
-    _case("03.omit_reference", "a trust region without a reference", "omit_reference", "C", {
+    choice("03.omit_reference", "a trust region without a reference", "omit_reference", "C", {
         "A": "The trust region bounds each step, not the total: many small steps in the same direction go anywhere.",
         "B": "The step penalty still bounds each update, so training stays smooth; the failure is a slow, steady "
              "drift, not instability.",
         "D": "pi* = pi_ref exp(r / beta) / Z is defined by the reference; without it the fixed point of the "
              "iteration is the reward's maximizer.",
     }),
-    _case("03.reference_role", "what the reference model is and what it is for", "reference_role", "A", {
+    choice("03.reference_role", "what the reference model is and what it is for", "reference_role", "A", {
         "B": "That is pi_old, the anchor of a trust region; the reference stays fixed for the whole run.",
         "C": "The reward model scores responses; the reference only supplies log pi_ref(y|x) for the penalty.",
         "D": "The penalty compares the policy with the reference on the policy's own samples; nothing imitates a "
              "teacher's outputs.",
     }),
-    _case("03.modified_objective", "a loss with the penalty's sign flipped", "flipped_penalty", "D", {
+    choice("03.modified_objective", "a loss with the penalty's sign flipped", "flipped_penalty", "D", {
         "A": "The flipped sign rewards divergence instead of charging for it: the optimum changes.",
         "B": "The reference maximizes nothing here; with +beta KL the objective is largest far from it.",
         "C": "E[r] + beta KL = E[r - beta log pi_ref] - beta H(pi) is convex in pi: it is maximized at a single "
              "response, not by spreading probability.",
     }),
     # ---- the divergence penalty as a trust region -------------------------------------------------------------
-    _case("03.penalty_effect", "the effect of the -beta D(theta, theta_old) term", "penalty_effect", "B", {
+    choice("03.penalty_effect", "the effect of the -beta D(theta, theta_old) term", "penalty_effect", "B", {
         "A": "With a minus sign and D >= 0, divergence lowers J_new: the term discourages moving away from "
              "theta_old.",
         "C": "Only beta -> infinity pins theta to theta_old; a finite beta allows steps whose gain is worth their "
              "divergence.",
         "D": "The term changes what is optimal, not the scale of J's gradient.",
     }),
-    Question(
+    choice(
         id="03.trust_region_tf",
-        kind="choice",
-        points=1,
         title="a larger penalty weight expands the trusted area: true or false?",
         name="larger_weight_expands",
         answer="B",
@@ -286,7 +276,6 @@ QUESTIONS = [
         kind="function",
         points=2,
         title="the exact penalized update pi_old exp(A / lam) / Z",
-        name="penalized_step",
         reference=penalized_step,
         guards=("rlhf_course.questions.ex03.penalized_step", "rlhf_course.objective.optimal_policy"),
         hidden=_hidden_exp_tilt,
@@ -304,61 +293,61 @@ QUESTIONS = [
         ),
         hint="log pi_new = log pi_old + A / lam - logsumexp(log pi_old + A / lam) over the last axis.",
     ),
-    _case("03.unstable_fix", "unstable, aggressive updates: the modification that constrains them", "unstable_fix",
+    choice("03.unstable_fix", "unstable, aggressive updates: the modification that constrains them", "unstable_fix",
           "D", {
               "A": "The KL penalty to the reference sets where training ends up; removing it does nothing to limit "
                    "one update, and removes the anchor.",
               "B": "An entropy bonus keeps the policy spread out; it does not limit how far one update moves it.",
               "C": "Scaling the reward up scales each update up, like a larger learning rate: worse, not better.",
           }),
-    _case("03.choose_objective", "an objective for stable updates that still learns", "stable_objective", "A", {
+    choice("03.choose_objective", "an objective for stable updates that still learns", "stable_objective", "A", {
         "B": "The plus sign rewards moving away from the current policy: larger steps, less stability.",
         "C": "A larger batch reduces noise, but nothing limits the step: an exact maximizer of J jumps straight to "
              "J's maximizer.",
         "D": "As lambda grows without bound the update returns pi_k itself: perfectly stable, and no learning.",
     }),
     # ---- case studies (book/03b_case_studies) -----------------------------------------------------------------
-    _case("03.case_customer_facing", "case: repetitive praise after a config refactor", "case_customer_facing", "C", {
+    choice("03.case_customer_facing", "case: repetitive praise after a config refactor", "case_customer_facing", "C", {
         "A": "The gold reward fell to its lowest value: the reward model overrates the response the policy chose.",
         "B": "The run is smooth: the reward rises and stays flat with small steps. Instability would show as jumps.",
         "D": "With beta = 0 the reference is not in the objective at all; another reference changes nothing.",
     }),
-    _case("03.case_internal_job", "case: copied hyperparameters, a policy that barely moves", "case_internal_job",
+    choice("03.case_internal_job", "case: copied hyperparameters, a policy that barely moves", "case_internal_job",
           "A", {
               "B": "The logs are flat from iteration 20 to 60: the run has converged, to the optimum at beta = 5. "
                    "Training longer changes nothing.",
               "C": "At a smaller beta both the reward and the gold reward rise: the reward model carries signal.",
               "D": "Too small a beta shows as high reward and a large KL; here the KL is near zero.",
           }),
-    _case("03.case_review", "case: a report whose KL is measured against the previous policy", "case_review", "B", {
+    choice("03.case_review", "case: a report whose KL is measured against the previous policy", "case_review", "B", {
         "A": "Many small steps in the same direction compound: their KLs sum to far less than the KL to the "
              "reference, which is several nats.",
         "C": "The estimator is not the issue; what the divergence is measured against is.",
         "D": "The reward model's score is exactly the quantity being over-optimized: its rise cannot reveal its "
              "own errors; the spot check (and the gold reward) can.",
     }),
-    _case("03.case_instability", "case: a smaller batch, an erratic run", "case_instability", "D", {
+    choice("03.case_instability", "case: a smaller batch, an erratic run", "case_instability", "D", {
         "A": "beta moves where training ends up, not how far one step goes; with the penalty in the update's "
              "reward, a larger beta even makes overshoot more likely.",
         "B": "Exploitation shows as a steady rise of the reward with a falling gold reward and a growing KL; here "
              "the reward jumps both ways and the steps are large.",
         "C": "Refreshing the reference removes the anchor; it does not limit the size of a step.",
     }),
-    _case("03.case_conflicting_signals", "case: the reward model prefers B, the policy gives A more often",
+    choice("03.case_conflicting_signals", "case: the reward model prefers B, the policy gives A more often",
           "case_conflicting_signals", "B", {
               "A": "The trained policy matches the exact optimum of the objective to many digits.",
               "C": "For these two responses the reward model's ranking agrees with the gold reward.",
               "D": "Backwards: ranking responses by reward alone needs beta -> 0, which would also rank the "
                    "flattery loop first.",
           }),
-    _case("03.case_product_constraints", "case: a KL budget and a reward target", "case_product_constraints", "C", {
+    choice("03.case_product_constraints", "case: a KL budget and a reward target", "case_product_constraints", "C", {
         "A": "Reward alone has the flattery loop as its optimum; where early stopping lands depends on step sizes "
              "and noise, not on a principled trade-off.",
         "B": "It meets the budget but gives away reward the budget allows: reward and KL both fall as beta grows.",
         "D": "It meets the legal constraint and ignores the product one; the beta at the budget improves reward "
              "at no cost to the constraint.",
     }),
-    _case("03.case_blueprint", "case: a training blueprint for a regulated assistant", "case_blueprint", "A", {
+    choice("03.case_blueprint", "case: a training blueprint for a regulated assistant", "case_blueprint", "A", {
         "B": "Reward alone drives the policy to what the reward model overrates; a filter afterwards removes some "
              "outputs but the auditable change in behaviour is unbounded.",
         "C": "A reference that follows the policy is no reference: the penalty of the sampling policy is zero, and "
@@ -366,47 +355,47 @@ QUESTIONS = [
         "D": "The highest reward-model score is where over-optimization is furthest along; choose checkpoints by "
              "held-out human evaluation.",
     }),
-    _case("03.case_reward_regresses", "case: reward up, behaviour down", "case_reward_regresses", "D", {
+    choice("03.case_reward_regresses", "case: reward up, behaviour down", "case_reward_regresses", "D", {
         "A": "Training longer moves further along the same path: the gold reward keeps falling.",
         "B": "A larger learning rate reaches the same bad optimum sooner.",
         "C": "A smaller beta moves the optimum further toward what the reward model overrates.",
     }),
-    _case("03.case_post_deployment", "case: after deployment, one category regresses", "case_post_deployment", "B", {
+    choice("03.case_post_deployment", "case: after deployment, one category regresses", "case_post_deployment", "B", {
         "A": "The weights did not change; the traffic did.",
         "C": "The opposite: for billing disputes the same beta buys the most divergence and the most flattery.",
         "D": "Nothing was trained after deployment; the policy is the same, evaluated on a different mix.",
     }),
-    _case("03.case_hacking_spike", "case: a reward-hacking spike, and what caused it", "case_hacking_spike", "C", {
+    choice("03.case_hacking_spike", "case: a reward-hacking spike, and what caused it", "case_hacking_spike", "C", {
         "A": "On a log scale the flattery share grows steadily from iteration 20: nothing changed around 30.",
         "B": "The reward model is the same throughout; the spike follows from the objective with beta = 0.1.",
         "D": "A larger step penalty only slows the same takeover down; the destination is set by beta.",
     }),
-    _case("03.case_training_failure", "case: a new loss, and a reward that falls", "case_training_failure", "A", {
+    choice("03.case_training_failure", "case: a new loss, and a reward that falls", "case_training_failure", "A", {
         "B": "Exploitation raises the reward-model score; here it falls from the first iteration.",
         "C": "Too large a step makes the run jump around; this one falls steadily and settles.",
         "D": "Too large a beta keeps the policy near the reference with a reward near the reference's; here the "
              "reward falls well below it.",
     }),
-    _case("03.case_reward_hacking", "case: diagnosing and mitigating reward hacking", "case_reward_hacking", "D", {
+    choice("03.case_reward_hacking", "case: diagnosing and mitigating reward hacking", "case_reward_hacking", "D", {
         "A": "A larger beta limits the damage but leaves the reward model's error in place: the overrated response "
              "keeps a share, and comes back whenever beta is lowered.",
         "B": "A smaller learning rate reaches the same optimum more slowly.",
         "C": "A real reward model has errors nobody has found yet; the KL penalty is what keeps the policy from "
              "finding them next.",
     }),
-    _case("03.case_erratic", "case: a larger learning rate, a zig-zagging run", "case_erratic", "B", {
+    choice("03.case_erratic", "case: a larger learning rate, a zig-zagging run", "case_erratic", "B", {
         "A": "A smaller beta does stop the overshoot, but it moves the destination: more divergence and more "
              "exploitation. It is not the change designed to limit each update.",
         "C": "The run zig-zags with an exact reward; noise only adds to it.",
         "D": "Without a step penalty each update jumps to the maximizer of its estimate: the extreme case of the "
              "problem.",
     }),
-    _case("03.case_penalty_impact", "case: what the step penalty changes", "case_penalty_impact", "A", {
+    choice("03.case_penalty_impact", "case: what the step penalty changes", "case_penalty_impact", "A", {
         "B": "All three runs end at the same policy: the step penalty does not change where training ends up.",
         "C": "A larger weight makes each update smaller, not larger.",
         "D": "Even with an exact reward the step penalty sets how far each update moves, and so the speed.",
     }),
-    _case("03.case_undesirable", "case: what a repetitive policy is rewarded for", "case_undesirable", "B", {
+    choice("03.case_undesirable", "case: what a repetitive policy is rewarded for", "case_undesirable", "B", {
         "A": "The policy sits at the optimum of the objective it was given: its implied reward gaps are the reward "
              "model's.",
         "C": "The reference gives the flattery loop about half a percent; the policy did not copy it from there.",

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..checks import Case, Question
+from .base import Case, Question, choice
 from ..objective import implicit_reward, log_partition, optimal_policy, optimal_value
 from . import draws
 from .ex03 import _hidden_exp_tilt
@@ -55,7 +55,6 @@ QUESTIONS = [
         kind="function",
         points=3,
         title="the optimal policy pi* = pi_ref exp(r / beta) / Z, computed stably",
-        name="optimal_policy",
         reference=optimal_policy,
         guards=("rlhf_course.objective.optimal_policy",),
         hidden=_hidden_exp_tilt,
@@ -83,7 +82,6 @@ QUESTIONS = [
         kind="function",
         points=2,
         title="the optimal value beta log Z",
-        name="optimal_value",
         reference=optimal_value,
         guards=("rlhf_course.objective.optimal_value", "rlhf_course.objective.log_partition"),
         hidden=_hidden_exp_tilt,
@@ -106,17 +104,13 @@ QUESTIONS = [
         kind="value",
         points=1,
         title="pi*(A) / pi*(B) for rewards 3 and 1",
-        name="ratio_3_vs_1",
         answer=math.exp(2.0),
         rtol=1e-4,
         hint="pi*(A) / pi*(B) = exp((r_A - r_B) / beta) pi_ref(A) / pi_ref(B); Z cancels.",
     ),
-    Question(
+    choice(
         id="04.double_reward",
-        kind="choice",
-        points=1,
         title="does double the reward mean double the probability?",
-        name="double_reward",
         answer="B",
         choices=("A", "B"),
         feedback={
@@ -126,14 +120,11 @@ QUESTIONS = [
                  "probability, so 'twice the reward' says nothing about the policy by itself.",
         },
     ),
-    Question(
+    choice(
         id="04.small_beta",
-        kind="choice",
         points=2,
         title="why a small beta gives repetitive, high-reward outputs",
-        name="small_beta",
         answer="B",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "The other way round: beta weighs the pull towards pi_ref. A smaller beta weakens it, and "
                  "pi* moves away from the base model, towards what the reward scores highest.",
@@ -150,7 +141,6 @@ QUESTIONS = [
         kind="value",
         points=2,
         title="the beta -> 0 limit: argmax over the support of pi_ref",
-        name="small_beta_limit",
         answer=[0.0, 0.25, 0.75, 0.0, 0.0],
         atol=1e-6,
         rtol=0.0,
@@ -162,7 +152,6 @@ QUESTIONS = [
         kind="function",
         points=2,
         title="recover the reward from pi*: beta log(pi* / pi_ref) + beta log Z",
-        name="recover_reward",
         reference=recover_reward,
         guards=("rlhf_course.questions.ex04.recover_reward", "rlhf_course.objective.implicit_reward"),
         hidden=_hidden_recover_reward,
@@ -212,14 +201,10 @@ QUESTIONS = [
         rtol=1e-4,
         hint="r(y) = beta log(pi*(y) / pi_ref(y)) + beta log Z; in r(a) - r(b) the unknown beta log Z cancels.",
     ),
-    Question(
+    choice(
         id="04.justify_reference",
-        kind="choice",
-        points=1,
         title="justifying the reference policy",
-        name="justify_reference",
         answer="B",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "Maximizing E[r] alone has a maximizer: a point mass on the highest-reward output. The "
                  "trouble is which output that is when the reward model is imperfect.",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import Case, Question
+from .base import Case, Question, choice
 from . import draws
 
 
@@ -97,7 +97,6 @@ QUESTIONS = [
         kind="function",
         points=3,
         title="generalized advantage estimation over padded responses",
-        name="gae",
         reference=gae_reference,
         guards=("rlhf_course.rl.gae",),
         hidden=_hidden_gae,
@@ -128,7 +127,6 @@ QUESTIONS = [
         kind="function",
         points=3,
         title="PPO's clipped surrogate loss",
-        name="clipped_loss",
         reference=clipped_loss_reference,
         guards=("rlhf_course.rl.clipped_policy_loss",),
         hidden=_hidden_clipped_loss,
@@ -147,8 +145,6 @@ QUESTIONS = [
             Case("clip_eps outside (0, 1)", ([[-1.0]], [[-1.0]], [[1.0]], [[1.0]], 1.5), raises="ValueError",
                  hint="validate clip_eps: it must lie strictly between 0 and 1."),
         ),
-        rtol=1e-6,
-        atol=1e-9,
         hint="ratio = exp(logp - old_logp); per token min(ratio A, clip(ratio, 1 - eps, 1 + eps) A); the loss is "
              "minus its mean over real tokens, returned as a float.",
     ),
@@ -157,7 +153,6 @@ QUESTIONS = [
         kind="function",
         points=3,
         title="the KL-penalized per-token rewards of padded responses",
-        name="kl_rewards",
         reference=kl_rewards_reference,
         guards=("rlhf_course.rl.kl_penalized_rewards", "rlhf_course.diagnose.correct_rewards"),
         hidden=_hidden_kl_rewards,
@@ -183,19 +178,13 @@ QUESTIONS = [
         kind="value",
         points=1,
         title="one update of the adaptive KL controller",
-        name="adaptive_beta",
         answer=ADAPTIVE_BETA,
-        rtol=1e-6,
         hint="beta (1 + clip(KL / target - 1, -0.2, 0.2) n / horizon): the error 8/6 - 1 is above 0.2.",
     ),
-    Question(
+    choice(
         id="05.clip_bounds",
-        kind="choice",
-        points=1,
         title="what PPO's clipping bounds",
-        name="clip_bounds",
         answer="B",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "That is the job of the KL penalty toward the reference (and of the adaptive controller, which "
                  "tunes its coefficient). Clipping compares the new policy with the one that sampled the batch.",
@@ -204,14 +193,10 @@ QUESTIONS = [
             "D": "The advantages are not clipped; the probability ratio inside the objective is.",
         },
     ),
-    Question(
+    choice(
         id="05.trust_penalty",
-        kind="choice",
-        points=1,
         title="the effect of - beta D(theta, theta_old)",
-        name="trust_penalty",
         answer="C",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "theta_old is the previous iteration's policy, not the reference model: the term limits each "
                  "update, not the total drift since the start.",
@@ -219,12 +204,9 @@ QUESTIONS = [
             "D": "The term does not change the reward signal; it changes how far one update may go to chase it.",
         },
     ),
-    Question(
+    choice(
         id="05.penalty_weight",
-        kind="choice",
-        points=1,
         title="does a larger penalty weight expand the trusted area?",
-        name="penalty_weight",
         answer="B",
         choices=("A", "B"),
         feedback={
@@ -233,14 +215,10 @@ QUESTIONS = [
                  "moves toward 1 as kappa grows).",
         },
     ),
-    Question(
+    choice(
         id="05.k3_loss",
-        kind="choice",
-        points=1,
         title="k3 of the log-ratio as a separate loss term",
-        name="k3_loss",
         answer="C",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "k3 estimates the KL's value without bias, but its gradient on samples from pi_theta is, in "
                  "expectation, the gradient of the forward KL(pi_ref || pi_theta).",
@@ -249,14 +227,10 @@ QUESTIONS = [
                  "pi*_beta.",
         },
     ),
-    Question(
+    choice(
         id="05.a2c_joint",
-        kind="choice",
-        points=1,
         title="A2C: the joint optimization of policy and value",
-        name="a2c_joint",
         answer="D",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "The critic is trained alongside the policy, on every batch: the advantages it gives change as "
                  "the policy changes, so a critic frozen in advance would describe the wrong policy.",
@@ -265,14 +239,10 @@ QUESTIONS = [
             "C": "The value loss is added with a positive coefficient: both parts are minimized.",
         },
     ),
-    Question(
+    choice(
         id="05.score_use",
-        kind="choice",
-        points=1,
         title="the reward model's score within one training step",
-        name="score_use",
         answer="A",
-        choices=("A", "B", "C", "D"),
         feedback={
             "B": "There is no target text to imitate: the policy's own samples are reinforced or discouraged "
                  "according to their advantages.",
@@ -287,7 +257,6 @@ QUESTIONS = [
         kind="ordering",
         points=2,
         title="the order of events in one iteration of PPO for RLHF",
-        name="loop_order",
         answer=("B", "D", "E", "A", "C"),
         choices=("A", "B", "C", "D", "E"),
         hint="nothing can be scored before it exists, and advantages need rewards.",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import Case, Question
+from .base import Case, Question, choice
 from . import draws
 
 
@@ -86,7 +86,6 @@ QUESTIONS = [
         kind="function",
         points=3,
         title="per-token rewards with the KL penalty, for a batch of padded responses",
-        name="per_token_rewards",
         reference=per_token_rewards_reference,
         guards=("rlhf_course.questions.ex06.per_token_rewards_reference", "rlhf_course.rl.kl_penalized_rewards",
                 "rlhf_course.diagnose.correct_rewards"),
@@ -110,8 +109,6 @@ QUESTIONS = [
                  raises="ValueError"),
             Case("a negative beta", ([1.0], [[-0.1]], [[-0.2]], [[1]], -0.1), raises="ValueError"),
         ),
-        rtol=1e-6,
-        atol=1e-9,
         hint="r_t = -beta (logp_t - ref_logp_t) on every real token, plus the score on the last real token.",
     ),
     Question(
@@ -119,7 +116,6 @@ QUESTIONS = [
         kind="function",
         points=3,
         title="log-probabilities of sampled tokens, at the sampling temperature",
-        name="rollout_logprobs",
         reference=rollout_logprobs_reference,
         guards=("rlhf_course.questions.ex06.rollout_logprobs_reference", "rlhf_course.sequences.token_logprobs",
                 "rlhf_course.diagnose.correct_sampling_logprobs"),
@@ -136,19 +132,14 @@ QUESTIONS = [
             Case("temperature 0 is not a distribution", ([_LOGITS[0]], [_TOKENS[0]], 0.0, [[1, 1, 1]]),
                  raises="ValueError"),
         ),
-        rtol=1e-6,
         atol=1e-8,
         hint="log_softmax(logits / T) over the last axis, picked at each token (tokens arrive as floats: cast "
              "them to int), then 0 where mask is 0.",
     ),
-    Question(
+    choice(
         id="06.which_token",
-        kind="choice",
-        points=1,
         title="which token receives the reward model's score",
-        name="which_token",
         answer="C",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "Spreading the score over the tokens is a different reward, and it credits tokens for a judgement "
                  "made of the whole response; the implementations follow Ziegler et al. and add it once.",
@@ -156,42 +147,30 @@ QUESTIONS = [
             "D": "Padding is not an action of the policy: the mask removes it from every loss.",
         },
     ),
-    Question(
+    choice(
         id="06.hacking_signs",
-        kind="choice",
-        points=1,
         title="the logged signature of reward hacking",
-        name="hacking_signs",
         answer="B",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "Proxy and gold rising together, with KL growing slowly, is a run that is working.",
             "C": "A clip fraction of 0.2 says the updates are large, not that the reward is being gamed.",
             "D": "A falling value loss says the value head is learning the returns, whatever they reward.",
         },
     ),
-    Question(
+    choice(
         id="06.repetitive_text",
-        kind="choice",
-        points=1,
         title="high reward, repetitive and unnatural text: the cause in the objective",
-        name="repetitive_text",
         answer="D",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "A more accurate reward model would be harder to exploit; the problem is where it is inaccurate.",
             "B": "A small learning rate makes training slower, not the text repetitive.",
             "C": "The value head only lowers the variance of the gradient; it does not change what is optimized.",
         },
     ),
-    Question(
+    choice(
         id="06.smaller_beta",
-        kind="choice",
-        points=1,
         title="what decreasing beta does to the optimal policy",
-        name="smaller_beta",
         answer="A",
-        choices=("A", "B", "C", "D"),
         feedback={
             "B": "pi* = pi_ref exp(r / beta) / Z: a smaller beta sharpens the exponent, so the reward counts more.",
             "C": "The reward model is frozen during PPO: beta changes the policy, not the reward model.",

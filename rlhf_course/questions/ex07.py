@@ -8,11 +8,13 @@ scenario titles of seed cards 000, 001 and 003 that chapter 7 redoes on real run
 The references of the function questions call the package's own implementations; those that need torch
 import it when called (``diagnose.correct_rewards``), never when this module is imported.
 """
+from functools import partial
+
 import numpy as np
 
-from ..checks import Case, Question
 from .. import diagnose
 from . import draws
+from .base import Case, Question, choice
 
 # the answer of 07.k3_error, computed the way the question states it (float32, log r = 1e-4)
 _K3_RATIO = float(diagnose.k3_estimate([-1e-4], [0.0])[0] / diagnose.correct_k3([-1e-4], [0.0])[0])
@@ -21,9 +23,7 @@ _K3_RATIO = float(diagnose.k3_estimate([-1e-4], [0.0])[0] / diagnose.correct_k3(
 CONFLICT = {"ref_logodds_B_over_A": 2.3, "reward_gap_A_minus_B": 0.2}
 
 
-def _choice(id_, title, name, answer, feedback, points=1.0, hint=""):
-    return Question(id=id_, kind="choice", points=points, title=title, name=name, answer=answer,
-                    choices=("A", "B", "C", "D"), feedback=feedback, hint=hint)
+_choice = partial(choice, points=1.0)  # this exercise's choices have always been worth 1.0 points
 
 
 def _hidden_rewards(rng) -> tuple[Case, ...]:

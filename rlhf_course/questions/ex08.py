@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ..checks import Case, Question
+from .base import Case, Question, choice
 from . import draws
 
 
@@ -82,7 +82,6 @@ QUESTIONS = [
         kind="function",
         points=3,
         title="the DPO loss from sequence log-probabilities",
-        name="dpo_loss",
         reference=dpo_loss,
         guards=("rlhf_course.dpo.dpo_loss", "rlhf_course.questions.ex08.dpo_loss"),
         hidden=_hidden_dpo_loss,
@@ -121,7 +120,6 @@ QUESTIONS = [
         kind="function",
         points=2,
         title="the implicit reward of whole responses, from per-token log-probabilities",
-        name="implicit_reward",
         reference=implicit_reward,
         guards=("rlhf_course.questions.ex08.implicit_reward", "rlhf_course.sequences.sequence_penalty"),
         hidden=_hidden_implicit_reward,
@@ -148,19 +146,14 @@ QUESTIONS = [
         kind="value",
         points=1,
         title="the DPO loss at initialization",
-        name="loss_at_init",
         answer=math.log(2.0),
-        rtol=1e-6,
         hint="at initialization pi = pi_ref, so every margin is 0 and each pair contributes -log sigmoid(0).",
     ),
-    Question(
+    choice(
         id="08.why_z_cancels",
-        kind="choice",
         points=2,
         title="why the partition function cancels in the DPO loss",
-        name="why_z_cancels",
         answer="B",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "Z(x) = sum_y pi_ref(y|x) exp(r(x, y) / beta) is not 1 in general (it is 1 only when the reward "
                  "is 0 wherever pi_ref puts mass). Dividing by Z is what makes pi* normalized; Z itself is "

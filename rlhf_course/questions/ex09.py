@@ -15,7 +15,7 @@ approximation of that policy).
 """
 from __future__ import annotations
 
-from ..checks import Case, Question
+from .base import Case, Question, choice
 
 
 def _tensor(x):
@@ -98,7 +98,6 @@ QUESTIONS = [
         kind="function",
         points=3,
         title="group advantages: GRPO, Dr. GRPO and RLOO",
-        name="group_advantages",
         reference=group_advantages_reference,
         guards=("rlhf_course.rl.group_advantages",),
         hidden=hidden_group_advantages,
@@ -119,7 +118,6 @@ QUESTIONS = [
                  raises="ValueError"),
         ),
         rtol=1e-7,
-        atol=1e-9,
         hint="reshape the rewards to (n_prompts, group_size), compute per row, and flatten back.",
     ),
     Question(
@@ -127,7 +125,6 @@ QUESTIONS = [
         kind="function",
         points=2,
         title="token-mean and sequence-mean loss aggregation",
-        name="aggregate_loss",
         reference=aggregate_loss_reference,
         guards=("rlhf_course.rl.aggregate_loss",),
         hidden=hidden_aggregate_loss,
@@ -174,19 +171,13 @@ QUESTIONS = [
         kind="value",
         points=1,
         title="the KL coefficient Dr. GRPO really optimizes",
-        name="drgrpo_beta",
         answer=0.5 * 4 / 3,
-        rtol=1e-6,
         hint="centring on the group mean scales the expected reward gradient by (G - 1)/G, not the KL term's.",
     ),
-    Question(
+    choice(
         id="09.kl_placement",
-        kind="choice",
-        points=1,
         title="which KL term has the reverse-KL gradient on-policy",
-        name="kl_placement",
         answer="C",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "k1 = log pi - log pi_ref as a loss term has expected gradient E[grad log pi] = 0 on-policy: "
                  "the penalty does nothing.",
@@ -196,14 +187,10 @@ QUESTIONS = [
                  "an unbiased estimate of the gradient (Tang and Munos 2025).",
         },
     ),
-    Question(
+    choice(
         id="09.std_scaling",
-        kind="choice",
-        points=1,
         title="why dividing by the group's standard deviation changes the objective",
-        name="std_scaling",
         answer="B",
-        choices=("A", "B", "C", "D"),
         feedback={
             "A": "With the KL in the loss, the penalty's gradient is not divided: the balance between reward and "
                  "penalty changes per prompt, so the fixed point moves (to pi*_{beta'} with a per-prompt beta').",
@@ -211,14 +198,10 @@ QUESTIONS = [
             "D": "Dividing by a positive number never flips a sign; the ranking of responses within a group is kept.",
         },
     ),
-    Question(
+    choice(
         id="09.bon_bound",
-        kind="choice",
-        points=1,
         title="why best-of-n's KL cannot exceed log n - (n - 1)/n",
-        name="bon_bound",
         answer="A",
-        choices=("A", "B", "C", "D"),
         feedback={
             "B": "The KL of the best of n draws is not a sum over draws: it is the KL of one distribution, that "
                  "of the winner, and it grows like log n, not n.",

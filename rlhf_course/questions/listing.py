@@ -1,7 +1,7 @@
 """``rlhf-course questions [NN]``: the graded questions, their kinds and points."""
 from __future__ import annotations
 
-from ..checks import hidden_cases
+from .base import hidden_cases
 from . import exercise_ids, questions_for
 
 
