@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 
 from ._validate import check_positive_scalar
+from .distributions import inverse_cdf
+from .preference_models import bradley_terry_prob, plackett_luce_nll
 
 __all__ = ["dpo_loss", "plackett_luce_loss", "bradley_terry_prob", "exact_dpo_loss", "train_toy_dpo",
            "Preferences", "sample_preferences", "preference_loss", "train_sampled_dpo",
@@ -82,22 +84,7 @@ def plackett_luce_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) 
     if logp.dim() != 2 or logp.shape[1] < 2:
         raise ValueError(f"logp must be (batch, K) with K >= 2 ranked outputs, got shape {tuple(logp.shape)}")
     beta = check_positive_scalar(beta, "beta")
-    return _plackett_luce_rows(beta * (logp - ref_logp)).mean()
-
-
-def _plackett_luce_rows(s: torch.Tensor) -> torch.Tensor:
-    """``-log P(ranking)`` per row of scores ``s`` ``(n, K)``, best first, under Plackett-Luce."""
-    # log sum_{j >= k} exp(s_j): a reversed cumulative log-sum-exp.
-    tail = torch.logcumsumexp(s.flip(1), dim=1).flip(1)
-    return -(s - tail)[:, :-1].sum(1)
-
-
-def bradley_terry_prob(r_a, r_b) -> float:
-    """``P(a > b) = sigmoid(r_a - r_b) = exp(r_a) / (exp(r_a) + exp(r_b))``."""
-    d = float(r_a) - float(r_b)
-    if not math.isfinite(d):
-        raise ValueError(f"rewards must be finite, got {r_a!r} and {r_b!r}")
-    return 1.0 / (1.0 + math.exp(-d)) if d >= 0 else math.exp(d) / (1.0 + math.exp(d))
+    return plackett_luce_nll(beta * (logp - ref_logp)).mean()
 
 
 def exact_dpo_loss(logits: torch.Tensor, ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float,
@@ -231,13 +218,9 @@ def sample_preferences(ref_probs, rewards, n: int, k: int = 2, seed: int = 0, sc
     n = _check_count(n, "n")
     k = _check_count(k, "k", minimum=2)
     scale = check_positive_scalar(scale, "scale")
-    P, K = ref.shape
+    P = ref.shape[0]
     rng = np.random.default_rng(seed)
-    cum = np.cumsum(ref, axis=1)
-    cum[:, -1] = 1.0
-    u = rng.random((n, P, k))
-    draws = np.stack([np.searchsorted(cum[p], u[:, p], side="right") for p in range(P)], axis=1)  # (n, P, k)
-    draws = np.minimum(draws, K - 1)
+    draws = inverse_cdf(ref[None, :, None, :], rng.random((n, P, k)))  # (n, P, k)
     noisy = scale * r[np.arange(P)[None, :, None], draws] + rng.gumbel(size=(n, P, k))
     order = np.argsort(-noisy, axis=-1, kind="stable")
     ranking = np.take_along_axis(draws, order, axis=-1)
@@ -284,7 +267,7 @@ def _grouped_loss(logp, ref_logp, groups, beta: float) -> torch.Tensor:
     p, y, w = groups
     s = beta * (logp[p, y] - ref_logp[p, y])
     w = w.to(s.dtype)
-    return (w * _plackett_luce_rows(s)).sum() / w.sum()
+    return (w * plackett_luce_nll(s)).sum() / w.sum()
 
 
 def train_sampled_dpo(ref, prefs: Preferences, beta: float, steps: int = 1000, lr: float = 0.1) -> torch.Tensor:
@@ -444,7 +427,7 @@ def make_lm_preferences(reference, world, cfg: LMDPOConfig, reward_model=None) -
     else:
         s_a = score_batched(reward_model, tok_a, mask_a, P).cpu().double().numpy()
         s_b = score_batched(reward_model, tok_b, mask_b, P).cpu().double().numpy()
-    p_a = 1.0 / (1.0 + np.exp(-np.clip((s_a - s_b) / cfg.label_temperature, -500, 500)))
+    p_a = bradley_terry_prob(s_a, s_b, cfg.label_temperature)
     a_wins = torch.rand(cfg.n_pairs, generator=gen).numpy() < p_a
     w = torch.as_tensor(a_wins, device=tok_a.device)
     return LMPreferences(
@@ -455,7 +438,8 @@ def make_lm_preferences(reference, world, cfg: LMDPOConfig, reward_model=None) -
 
 def lm_sequence_logprobs(model, tokens: torch.Tensor, mask: torch.Tensor, prompt_len: int,
                          temperature: float = 1.0) -> torch.Tensor:
-    """``log pi(y | x) = sum_t m_t log pi_T(y_t | x, y_<t)`` of each response, ``(B,)``, differentiable.
+    """``log pi(y | x) = sum_t m_t log pi_tau(y_t | x, y_<t)`` of each response, ``(B,)``, differentiable, at
+    sampling temperature ``tau = temperature``.
 
     One forward pass (:func:`rlhf_course.gpt.response_logprobs`), then the masked sum over the response's
     tokens (:func:`rlhf_course.sequences.sequence_logprob`).

@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .distributions import inverse_cdf, log_softmax
 from ._validate import (
     _np,
     as_float_array,
@@ -139,17 +140,6 @@ def _check_time_axis(x, name: str) -> None:
 # token log-probabilities and penalties
 
 
-def _log_softmax(z):
-    if is_torch(z):
-        import torch
-
-        return torch.log_softmax(z, dim=-1)
-    m = np.max(z, axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shifted = z - m
-        return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
-
-
 def _checked_logits(logits, name: str):
     logits = as_float_array(logits, name)
     if logits.ndim < 1:
@@ -166,11 +156,11 @@ def _checked_logits(logits, name: str):
 
 
 def token_logprobs(logits, tokens, temperature: float = 1.0):
-    """Log-probabilities ``log pi_T(y_t | x, y_<t)`` of the given tokens, with a sampling temperature.
+    """Log-probabilities ``log pi_tau(y_t | x, y_<t)`` of the given tokens, at a sampling temperature ``tau``.
 
-    ``pi_T(. | x, y_<t) = softmax(logits_t / T)``: the same ``T`` that was used to sample the tokens, so
+    ``pi_tau(. | x, y_<t) = softmax(logits_t / tau)``: the same ``tau`` that was used to sample the tokens, so
     that the log-probabilities are those of the distribution the tokens came from. Computed as
-    ``log_softmax(logits / T)`` gathered at ``tokens`` (stable for large logits).
+    ``log_softmax(logits / tau)`` gathered at ``tokens`` (stable for large logits).
 
     Shapes: ``logits`` ``(..., T, V)`` (``V`` the vocabulary), ``tokens`` ``(..., T)`` integer ids in
     ``[0, V)``; returns ``(..., T)``. Logits may be ``-inf`` for tokens ruled out (their log-probability is
@@ -189,7 +179,7 @@ def token_logprobs(logits, tokens, temperature: float = 1.0):
                          f"{tuple(logits.shape)} needs tokens {tuple(logits.shape[:-1])}, got "
                          f"{tuple(tokens.shape)}")
     _check_token_range(tokens, logits.shape[-1])
-    logp_all = _log_softmax(logits / temperature)
+    logp_all = log_softmax(logits / temperature)
     if is_torch(logp_all):
         return logp_all.gather(-1, tokens.to(logp_all.device).unsqueeze(-1)).squeeze(-1)
     return np.take_along_axis(logp_all, tokens[..., None], axis=-1)[..., 0]
@@ -253,11 +243,12 @@ def sequence_logprob(logp, mask=None):
 
 
 def next_token_kl(logits, ref_logits, mask=None, temperature: float = 1.0):
-    """Per-position KL of the next-token distributions, ``m_t KL(pi_T(.|x,y_<t) || pi_ref,T(.|x,y_<t))``.
+    """Per-position KL of the next-token distributions, ``m_t KL(pi_tau(.|x,y_<t) || pi_ref,tau(.|x,y_<t))``.
 
     ``KL_t = sum_v pi(v | x, y_<t) (log pi(v | x, y_<t) - log pi_ref(v | x, y_<t))``, a sum over the
-    whole vocabulary at each prefix, with both distributions ``softmax(logits / T)``. Its sum over ``t``
-    has the same expectation as the sequence penalty (chain rule of KL), without sampling the token ``y_t``.
+    whole vocabulary at each prefix, with both distributions ``softmax(logits / tau)`` (``tau = temperature``).
+    Its sum over ``t`` has the same expectation as the sequence penalty (chain rule of KL), without sampling
+    the token ``y_t``.
 
     Shapes: ``logits`` and ``ref_logits`` ``(..., T, V)``, ``mask`` ``(..., T)``; returns ``(..., T)``,
     0 at padded positions. Tokens with ``pi(v) = 0`` contribute 0; ``pi(v) > 0 = pi_ref(v)`` gives ``inf``.
@@ -269,8 +260,8 @@ def next_token_kl(logits, ref_logits, mask=None, temperature: float = 1.0):
     check_same_shape(logits, ref_logits, "logits and ref_logits")
     if logits.ndim < 2:
         raise ValueError(f"logits must have shape (..., T, V) with a time axis, got {tuple(logits.shape)}")
-    lp = _log_softmax(logits / temperature)
-    lq = _log_softmax(ref_logits / temperature)
+    lp = log_softmax(logits / temperature)
+    lq = log_softmax(ref_logits / temperature)
     m = _as_mask(mask, lp[..., 0])
     if is_torch(lp):
         import torch
@@ -392,9 +383,8 @@ def sample_bigram(start_logits, transition_logits, n: int, max_len: int, eos: in
     prev = None
     for t in range(max_len):
         logits = start[None, :].repeat(n, 0) if prev is None else trans[prev]
-        p = np.exp(_log_softmax(logits / temperature))
-        u = rng.random((n, 1))
-        draw = np.minimum((p.cumsum(-1) < u).sum(-1), v - 1)
+        p = np.exp(log_softmax(logits / temperature))
+        draw = inverse_cdf(p, rng.random(n))
         tokens[alive, t] = draw[alive]
         mask[alive, t] = 1.0
         prev = tokens[:, t]

@@ -36,7 +36,7 @@ The trainers (:func:`train`, configured by :class:`Config`) are the chapter's al
   (``surrogate="clip"``), the penalty-based trust region ``J - kappa D(theta, theta_old)``
   (``"penalty"``), or the bare surrogate (``"plain"``, no bound at all), plus the clipped value loss.
 
-Any of them can steer ``beta`` with Ziegler et al.'s adaptive controller (``kl_target``). The pieces
+Any of them can steer ``beta`` with Ziegler et al.'s adaptive controller (``target_kl``). The pieces
 (per-token rewards, GAE, clipped losses, controllers) are :mod:`rlhf_course.rl`'s, the same functions the
 language-model run of chapter 6 uses. With ``estimate="exact"`` every batch is the whole enumeration,
 each response weighted by its probability under the sampling policy: the update is then the *expected*
@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from . import rl
-from .kl import k1, k2, k3, kl_divergence
+from .kl import k1, k2, k2_from_log_ratio, k3, kl_divergence
 from .objective import optimal_policy, rlhf_objective
 
 __all__ = [
@@ -368,8 +368,8 @@ def beta_for_kl(problem: TabularProblem, target: float, lo: float = 1e-3, hi: fl
 def forward_kl_optimum(problem: TabularProblem, beta: float) -> torch.Tensor:
     """The maximizer of ``E_pi r - beta KL(pi_ref || pi)`` (the *forward* KL) over whole responses.
 
-    Stationarity gives ``pi(y) = beta pi_ref(y) / (lam - r(y))`` with ``lam > max_y r(y)`` the root of
-    ``sum_y pi(y) = 1`` (found by bisection; the sum decreases in ``lam``). This is where a sampled ``k3``
+    Stationarity gives ``pi(y) = beta pi_ref(y) / (mu - r(y))`` with ``mu > max_y r(y)`` the root of
+    ``sum_y pi(y) = 1`` (found by bisection; the sum decreases in ``mu``). This is where a sampled ``k3``
     used as a loss term leads, since its expected gradient is that of the forward KL.
     """
     if not (isinstance(beta, (int, float)) and beta > 0):
@@ -380,8 +380,8 @@ def forward_kl_optimum(problem: TabularProblem, beta: float) -> torch.Tensor:
         top = float(r[p].max())
         lo, hi = top + 1e-15, top + beta + float(r[p].max() - r[p].min()) + 1.0
         for _ in range(200):
-            lam = 0.5 * (lo + hi)
-            lo, hi = (lam, hi) if float((beta * ref[p] / (lam - r[p])).sum()) > 1 else (lo, lam)
+            mu = 0.5 * (lo + hi)
+            lo, hi = (mu, hi) if float((beta * ref[p] / (mu - r[p])).sum()) > 1 else (lo, mu)
         pi = beta * ref[p] / (0.5 * (lo + hi) - r[p])
         out[p] = pi / pi.sum()
     return out
@@ -431,7 +431,7 @@ class Config:
     """One training run. Invalid combinations raise ``ValueError`` naming the field.
 
     General: ``method`` (``"reinforce"``, ``"a2c"``, ``"ppo"``), ``beta`` (the KL coefficient; the
-    initial one when adaptive), ``iters`` batches, ``optimizer`` (``"adam"``, or ``"sgd"`` for plain
+    initial one when adaptive), ``iterations`` batches, ``optimizer`` (``"adam"``, or ``"sgd"`` for plain
     gradient steps) with learning rate ``lr`` (linearly decayed to 0 when ``lr_decay``), ``samples_per_prompt`` responses per prompt per batch, ``estimate``
     (``"sample"``, or ``"exact"`` for the expected update over the whole enumeration), ``seed``.
 
@@ -439,19 +439,19 @@ class Config:
     (``kl_per_token=True``, ``r_t = -beta log_ratio_t + [t = T] r``) or once per response
     (``r_T = r - beta sum_t log_ratio_t``); ``kl="loss"`` (REINFORCE only) adds ``beta D`` to the loss,
     ``D`` by ``kl_estimator``: ``"exact"`` (the enumerated KL) or a sampled ``"k1"``, ``"k2"``, ``"k3"``
-    of the response's log-ratio. ``kl_target`` (with ``kl_horizon``) makes ``beta`` adaptive.
+    of the response's log-ratio. ``target_kl`` (with ``kl_horizon``) makes ``beta`` adaptive.
 
     Advantages: ``baseline`` (default ``"loo"`` for REINFORCE, ``"learned"`` for A2C and PPO; ``"exact"``
     uses ``V^pi`` itself), GAE with ``gamma`` and ``lam`` where there are values, critic weight ``vf_coef``.
 
     PPO: ``surrogate`` (``"clip"``, ``"penalty"``, ``"plain"``), ``clip_eps``, ``trust_coef`` (``kappa`` of
-    ``J - kappa D(theta, theta_old)``), ``vf_clip``, ``epochs`` and ``minibatches`` (PPO only; defaults 4
+    ``J - kappa D(theta, theta_old)``), ``vf_clip_eps``, ``ppo_epochs`` and ``minibatches`` (PPO only; defaults 4
     and 4, or 1 minibatch with ``estimate="exact"``).
     """
 
     method: str = "ppo"
     beta: float = 0.5
-    iters: int = 200
+    iterations: int = 200
     lr: float = 0.1
     lr_decay: bool = True
     optimizer: str = "adam"
@@ -461,7 +461,7 @@ class Config:
     kl: str = "reward"
     kl_per_token: bool = True
     kl_estimator: str = "exact"
-    kl_target: float | None = None
+    target_kl: float | None = None
     kl_horizon: float = 10_000.0
     baseline: str | None = None
     gamma: float = 1.0
@@ -470,8 +470,8 @@ class Config:
     surrogate: str = "clip"
     clip_eps: float = 0.2
     trust_coef: float = 1.0
-    vf_clip: float = 0.5
-    epochs: int | None = None
+    vf_clip_eps: float = 0.5
+    ppo_epochs: int | None = None
     minibatches: int | None = None
 
     def __post_init__(self):
@@ -510,19 +510,19 @@ class Config:
         number("vf_coef", 0)
         number("clip_eps", 0, 0.999)
         number("trust_coef", 0, lo_open=False)
-        number("vf_clip", 0)
-        number("kl_target", 0, allow_none=True)
+        number("vf_clip_eps", 0)
+        number("target_kl", 0, allow_none=True)
         number("kl_horizon", 0)
-        integer("iters", 1)
+        integer("iterations", 1)
         integer("samples_per_prompt", 2)
         integer("seed", 0)
-        for name in ("epochs", "minibatches"):
+        for name in ("ppo_epochs", "minibatches"):
             if getattr(self, name) is not None:
                 integer(name, 1)
                 if self.method != "ppo" and getattr(self, name) != 1:
                     raise ValueError(f"Config.{name} is PPO's; method={self.method!r} takes one step per batch")
-        if self.kl_target is not None and self.beta <= 0:
-            raise ValueError("Config.beta must be > 0 when kl_target makes it adaptive (it moves multiplicatively)")
+        if self.target_kl is not None and self.beta <= 0:
+            raise ValueError("Config.beta must be > 0 when target_kl makes it adaptive (it moves multiplicatively)")
         b = self.resolved_baseline
         if self.method == "reinforce" and b == "learned":
             raise ValueError("Config.baseline='learned' is actor-critic: use method='a2c' (or 'ppo')")
@@ -539,9 +539,9 @@ class Config:
                 raise ValueError("Config.estimate='exact' uses the whole enumeration as one batch: minibatches=1")
 
     @property
-    def n_epochs(self) -> int:
-        """PPO: ``epochs`` (default 4); the other methods take one step per batch."""
-        return (self.epochs or 4) if self.method == "ppo" else 1
+    def n_ppo_epochs(self) -> int:
+        """PPO: ``ppo_epochs`` (default 4); the other methods take one step per batch."""
+        return (self.ppo_epochs or 4) if self.method == "ppo" else 1
 
     @property
     def n_minibatches(self) -> int:
@@ -558,32 +558,32 @@ class Config:
 
 
 FAST: dict[str, dict] = {
-    "REINFORCE, KL in reward (per token)": dict(method="reinforce", iters=300, lr=0.05),
-    "REINFORCE, KL in reward (per response)": dict(method="reinforce", kl_per_token=False, iters=150),
-    "REINFORCE, KL as loss (exact KL)": dict(method="reinforce", kl="loss", iters=300, lr=0.05,
+    "REINFORCE, KL in reward (per token)": dict(method="reinforce", iterations=300, lr=0.05),
+    "REINFORCE, KL in reward (per response)": dict(method="reinforce", kl_per_token=False, iterations=150),
+    "REINFORCE, KL as loss (exact KL)": dict(method="reinforce", kl="loss", iterations=300, lr=0.05,
                                              samples_per_prompt=1024),
-    "REINFORCE, KL as loss (k2)": dict(method="reinforce", kl="loss", kl_estimator="k2", iters=300, lr=0.05),
-    "A2C": dict(method="a2c", iters=150),
-    "PPO, clipped surrogate": dict(method="ppo", iters=50, epochs=2, minibatches=2),
-    "PPO, penalty J - kappa D": dict(method="ppo", surrogate="penalty", iters=50, epochs=2, minibatches=2),
+    "REINFORCE, KL as loss (k2)": dict(method="reinforce", kl="loss", kl_estimator="k2", iterations=300, lr=0.05),
+    "A2C": dict(method="a2c", iterations=150),
+    "PPO, clipped surrogate": dict(method="ppo", iterations=50, ppo_epochs=2, minibatches=2),
+    "PPO, penalty J - kappa D": dict(method="ppo", surrogate="penalty", iterations=50, ppo_epochs=2, minibatches=2),
 }
 """The fast settings of every method, shared by the chapter and the tests: with them each method ends
 within total-variation distance 0.01 of ``pi*_beta`` on both default problems, for ``beta`` in
 ``(0.5, 1, 2)``, from seed 0, in about a second on one CPU core."""
 
 FAST_ADAPTIVE: dict[str, dict] = {
-    "REINFORCE, KL in reward (per response)": dict(method="reinforce", kl_per_token=False, iters=500,
+    "REINFORCE, KL in reward (per response)": dict(method="reinforce", kl_per_token=False, iterations=500,
                                                    kl_horizon=50_000.0),
-    "PPO, clipped surrogate": dict(method="ppo", iters=250, epochs=2, minibatches=2, kl_horizon=25_000.0),
+    "PPO, clipped surrogate": dict(method="ppo", iterations=250, ppo_epochs=2, minibatches=2, kl_horizon=25_000.0),
 }
-"""Fast settings for runs whose ``beta`` follows the adaptive controller (add ``kl_target``)."""
+"""Fast settings for runs whose ``beta`` follows the adaptive controller (add ``target_kl``)."""
 
 
 @dataclass
 class Run:
     """A training run's path: one entry per iteration (index 0 is the initial policy).
 
-    ``probs`` ``(iters + 1, P, N)`` the policy over whole responses; ``reward``, ``kl``, ``objective``
+    ``probs`` ``(iterations + 1, P, N)`` the policy over whole responses; ``reward``, ``kl``, ``objective``
     (with the run's current ``beta``), exact and averaged over prompts; ``beta``; per-iteration
     diagnostics in ``stats``: ``clipfrac`` and ``approx_kl`` (PPO's, averaged over the iteration's steps;
     with ``estimate="exact"`` they count every enumerated token alike), ``observed_kl`` (the batch's KL that
@@ -719,7 +719,7 @@ def _policy_loss(cfg: Config, batch: _Batch, logp: torch.Tensor) -> tuple[torch.
         return rl.clipped_policy_loss(logp, batch.old_logp, adv * w * scale, batch.mask, cfg.clip_eps)
     ratio = torch.exp(logp - batch.old_logp)
     loss = -_wmean(adv * ratio, batch)
-    stats = {"approx_kl": float(_wmean(0.5 * (logp - batch.old_logp) ** 2, batch).detach())}
+    stats = {"approx_kl": float(_wmean(k2_from_log_ratio(logp - batch.old_logp), batch).detach())}
     if cfg.surrogate == "penalty":
         # D(theta, theta_old): KL(pi_old || pi_theta) per token, by k3 on tokens drawn from pi_old
         # (log r = logp - old_logp), which is unbiased and never negative.
@@ -731,7 +731,7 @@ def _policy_loss(cfg: Config, batch: _Batch, logp: torch.Tensor) -> tuple[torch.
 def _value_loss(cfg: Config, batch: _Batch, values: torch.Tensor) -> torch.Tensor:
     if cfg.method == "a2c":
         return 0.5 * _wmean((values - batch.returns) ** 2, batch)
-    return rl.clipped_value_loss(values, batch.old_values, batch.returns, batch.mask, cfg.vf_clip)[0]
+    return rl.clipped_value_loss(values, batch.old_values, batch.returns, batch.mask, cfg.vf_clip_eps)[0]
 
 
 def train(problem: TabularProblem, config: Config | None = None, init_logits: torch.Tensor | None = None,
@@ -758,13 +758,13 @@ def train(problem: TabularProblem, config: Config | None = None, init_logits: to
         value_table = torch.zeros(problem.n_prompts, problem.n_states, dtype=DTYPE, requires_grad=True)
         params.append(value_table)  # joint optimization: one optimizer, one loss L_pi + c_V L_V
     opt = torch.optim.Adam(params, lr=cfg.lr) if cfg.optimizer == "adam" else torch.optim.SGD(params, lr=cfg.lr)
-    steps_per_iter = cfg.n_epochs * cfg.n_minibatches
-    total = cfg.iters * steps_per_iter
+    steps_per_iter = cfg.n_ppo_epochs * cfg.n_minibatches
+    total = cfg.iterations * steps_per_iter
     sched = torch.optim.lr_scheduler.LambdaLR(opt, (lambda k: 1.0 - k / total) if cfg.lr_decay else (lambda k: 1.0))
-    ctl = (rl.AdaptiveKLController(cfg.beta, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target is not None
+    ctl = (rl.AdaptiveKLController(cfg.beta, cfg.target_kl, cfg.kl_horizon) if cfg.target_kl is not None
            else rl.FixedKLController(cfg.beta))
     n_responses = cfg.samples_per_prompt * problem.n_prompts
-    if cfg.kl_target is not None and 0.2 * n_responses / cfg.kl_horizon >= 1:
+    if cfg.target_kl is not None and 0.2 * n_responses / cfg.kl_horizon >= 1:
         raise ValueError(f"Config.kl_horizon = {cfg.kl_horizon:g} is too short for {n_responses} responses per "
                          f"batch: beta's factor 1 - 0.2 n / horizon must stay > 0 (take horizon > {5 * n_responses})")
     history: dict[str, list] = {k: [] for k in ("probs", "reward", "kl", "objective", "beta")}
@@ -779,7 +779,7 @@ def train(problem: TabularProblem, config: Config | None = None, init_logits: to
 
     with torch.no_grad():
         record(problem.probs(logits), ctl.beta)
-    iterator = range(cfg.iters)
+    iterator = range(cfg.iterations)
     if progress:
         from tqdm.auto import tqdm
 
@@ -792,7 +792,7 @@ def train(problem: TabularProblem, config: Config | None = None, init_logits: to
             batch = _make_batch(problem, probs, tok_logp, cfg, gen)
             _advantages(problem, cfg, beta, batch, probs, tok_logp, value_table)
         it_stats: dict[str, list] = {"clipfrac": [], "approx_kl": []}
-        for _epoch in range(cfg.n_epochs):
+        for _epoch in range(cfg.n_ppo_epochs):
             order = (torch.randperm(len(batch.seq), generator=gen) if cfg.n_minibatches > 1
                      else torch.arange(len(batch.seq)))
             for idx in order.chunk(cfg.n_minibatches):
