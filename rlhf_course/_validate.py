@@ -126,3 +126,10 @@ def check_positive_scalar(x, name: str) -> float:
     if not np.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {v}")
     return v
+
+
+def check_count(n, name: str, minimum: int = 1) -> int:
+    """A whole number ``>= minimum`` (a Python or numpy integer, not a bool), as an ``int``; else ``ValueError``."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {n!r}")
+    return int(n)
