@@ -14,14 +14,8 @@ from scipy.special import softmax
 
 from rlhf_course.kl import entropy, kl_divergence
 from rlhf_course.objective import optimal_policy, rlhf_objective
-from rlhf_course.sequences import (
-    bigram_logits,
-    card000_example,
-    enumerate_sequences,
-    sequence_logprob,
-    sequence_penalty,
-    token_logprobs,
-)
+from rlhf_course.bigrams import bigram_logits, card000_example, enumerate_sequences
+from rlhf_course.sequences import sequence_logprob, sequence_penalty, token_logprobs
 from rlhf_course.support_toy import FLATTERY, PROXY, REF, train
 
 # --- the KL chapter: how often a sample meets a negative penalty ---------------------------------------
