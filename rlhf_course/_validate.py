@@ -126,3 +126,100 @@ def check_positive_scalar(x, name: str) -> float:
     if not np.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {v}")
     return v
+
+
+def check_count(n, name: str, minimum: int = 1) -> int:
+    """A whole number ``>= minimum`` (a Python or numpy integer, not a bool), as an ``int``; else ``ValueError``."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {n!r}")
+    return int(n)
+
+
+# token ids, masks and logits of batches of sequences (``(batch, time)`` arrays)
+
+
+def as_tokens(tokens: Any, name: str = "tokens"):
+    """Token ids as an int64 numpy array or a long tensor; whole-valued floats are accepted."""
+    if is_torch(tokens):
+        if tokens.is_floating_point():
+            check_no_nan(tokens, name)
+            if not bool((tokens == tokens.round()).all()):
+                raise ValueError(f"{name} must be integer token ids, got non-integer values")
+        elif tokens.dtype.is_complex or str(tokens.dtype) == "torch.bool":
+            raise TypeError(f"{name} must be integer token ids, got dtype {tokens.dtype}")
+        return tokens.long()
+    if isinstance(tokens, (str, bytes, dict)) or tokens is None:
+        raise TypeError(f"{name} must be an array of integer token ids, got {type(tokens).__name__}")
+    try:
+        arr = np.asarray(tokens)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be an array of integer token ids: {exc}") from None
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise TypeError(f"{name} must be an array of integer token ids, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating):
+        if np.isnan(arr).any() or not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name} must be integer token ids, got non-integer values")
+    return arr.astype(np.int64)
+
+
+def check_token_range(tokens, vocab_size: int, name: str = "tokens") -> None:
+    """Token ids in ``[0, vocab_size)``."""
+    t = _np(tokens)
+    if t.size and (t.min() < 0 or t.max() >= vocab_size):
+        raise ValueError(f"{name} must be ids in [0, {vocab_size}) (the vocabulary of the logits), "
+                         f"got values from {t.min()} to {t.max()}")
+
+
+def as_mask(mask: Any, like, name: str = "mask"):
+    """A 0/1 mask of the same shape and kind as ``like``, as booleans (numpy) or a bool tensor (torch)."""
+    if mask is None:
+        if is_torch(like):
+            import torch
+
+            return torch.ones(like.shape, dtype=torch.bool, device=like.device)
+        return np.ones(like.shape, dtype=bool)
+    if is_torch(mask) != is_torch(like):
+        raise TypeError(f"{name} must be of the same kind as the log-probabilities "
+                        "(both numpy arrays or both torch tensors), not a mix")
+    if not is_torch(mask):
+        if isinstance(mask, (str, bytes, dict)):
+            raise TypeError(f"{name} must be an array of 0s and 1s, got {type(mask).__name__}")
+        try:
+            mask = np.asarray(mask)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be an array of 0s and 1s: {exc}") from None
+        if mask.dtype == object or not (np.issubdtype(mask.dtype, np.number) or mask.dtype == bool):
+            raise TypeError(f"{name} must be an array of 0s and 1s, got dtype {mask.dtype}")
+    if tuple(mask.shape) != tuple(like.shape):
+        raise ValueError(f"{name} must have the shape of the log-probabilities (batch x time), "
+                         f"got {tuple(mask.shape)} and {tuple(like.shape)}")
+    m = _np(mask)
+    if m.dtype != bool:
+        with np.errstate(invalid="ignore"):
+            if np.isnan(m).any() or not np.isin(m, (0, 1)).all():
+                raise ValueError(f"{name} must hold only 0 and 1 (1 = a real token, 0 = padding)")
+    if is_torch(mask):
+        return mask.to(device=like.device) != 0
+    return m != 0
+
+
+def check_time_axis(x, name: str) -> None:
+    """At least one axis, the last one being time."""
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have a time axis (shape (..., T)), got a scalar")
+
+
+def as_logits(logits, name: str):
+    """Logits ``(..., V)``, vocabulary last: no NaN, no ``+inf``, and at least one token possible per row."""
+    logits = as_float_array(logits, name)
+    if logits.ndim < 1:
+        raise ValueError(f"{name} must have a vocabulary axis last (shape (..., T, V)), got a scalar")
+    if logits.shape[-1] == 0:
+        raise ValueError(f"{name} has an empty vocabulary axis")
+    check_no_nan(logits, name)
+    a = _np(logits)
+    if np.isposinf(a).any():
+        raise ValueError(f"{name} contains +inf; logits must be finite or -inf (a token ruled out)")
+    if np.isneginf(a).all(axis=-1).any():
+        raise ValueError(f"{name} has a row that is -inf everywhere: no token is possible there")
+    return logits

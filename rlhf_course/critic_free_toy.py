@@ -249,17 +249,17 @@ def _polish(problem, theta, beta, group_size, center, scale, placement, clip_eps
 
 
 def fixed_point(problem: TabularProblem, beta: float, group_size: int, center: str = "mean",
-                scale: str = "std", placement: str = "k3-ratio", epochs: int = 1, lr: float = 1.0,
-                iters: int = 400, clip_eps: float | None = None, init=None, polish: bool = True,
+                scale: str = "std", placement: str = "k3-ratio", ppo_epochs: int = 1, lr: float = 1.0,
+                iterations: int = 400, clip_eps: float | None = None, init=None, polish: bool = True,
                 eps: float = 1e-6) -> dict:
-    """Where the expected update of a variant leads: ``iters`` iterations of the expected update
-    (``epochs`` plain gradient steps of size ``lr`` per batch drawn at ``pi_old``) from ``pi_ref`` (or
+    """Where the expected update of a variant leads: ``iterations`` iterations of the expected update
+    (``ppo_epochs`` plain gradient steps of size ``lr`` per batch drawn at ``pi_old``) from ``pi_ref`` (or
     ``init`` logits), then, with ``polish``, a root of the on-policy expected update found from there
     (kept only where it is closer to stationary and within total variation 0.05 of the iterate).
 
     A fixed point of the multi-epoch iteration has ``pi = pi_old`` and ratio 1 for every output, so it is
     a zero of the on-policy update: the residual returned is that update's largest entry. Returns
-    ``probs`` ``(P, K)``, ``path`` ``(iters + 1, P, K)`` and ``residual``.
+    ``probs`` ``(P, K)``, ``path`` ``(iterations + 1, P, K)`` and ``residual``.
     """
     _check_problem(problem)
     _check_group(group_size, center, scale)
@@ -267,16 +267,16 @@ def fixed_point(problem: TabularProblem, beta: float, group_size: int, center: s
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     if isinstance(beta, bool) or not (isinstance(beta, (int, float)) and beta >= 0):
         raise ValueError(f"beta must be a number >= 0, got {beta!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    if isinstance(ppo_epochs, bool) or not isinstance(ppo_epochs, int) or ppo_epochs < 1:
+        raise ValueError(f"ppo_epochs must be an int >= 1, got {ppo_epochs!r}")
     theta = (torch.log(problem.ref_probs) if init is None else torch.as_tensor(init, dtype=DTYPE)).clone()
     path = [torch.softmax(theta, -1)]
     args = (beta, group_size, center, scale, placement, clip_eps, eps)
-    for _ in range(iters):
+    for _ in range(iterations):
         old = theta.clone()
         w = advantage_weights(problem, torch.softmax(old, -1), group_size, center, scale,
                               beta if placement == "reward" else 0.0, eps)
-        for _ in range(epochs):
+        for _ in range(ppo_epochs):
             theta = theta + lr * expected_direction(problem, theta, old, w, beta, placement, clip_eps)
         theta = theta - theta.mean(-1, keepdim=True)  # logits are defined up to a constant per prompt
         path.append(torch.softmax(theta, -1))
@@ -369,9 +369,9 @@ def variance_by_group_size(problem: TabularProblem, probs, sizes, centers=("none
     return out
 
 
-def kl_placement_errors(problem: TabularProblem, old_logits, beta: float, group_size: int = 4, epochs: int = 4,
+def kl_placement_errors(problem: TabularProblem, old_logits, beta: float, group_size: int = 4, ppo_epochs: int = 4,
                         lr: float = 2.0, placements=("reward", "k1", "k2", "k3", "k3-ratio")) -> dict:
-    """From ``pi_old``, take ``epochs - 1`` expected steps of the RLOO surrogate with the unbiased KL term
+    """From ``pi_old``, take ``ppo_epochs - 1`` expected steps of the RLOO surrogate with the unbiased KL term
     (``k3-ratio``), and at each epoch compare every placement's expected KL gradient (:func:`kl_gradient`)
     with the true ``grad KL(pi_theta || pi_ref)``: cosine (NaN where the expected gradient is 0) and relative
     error ``|g - grad KL| / |grad KL|``, over all prompts' logits. Also ``step_kl``: ``KL(pi_old || pi_theta)``
@@ -381,7 +381,7 @@ def kl_placement_errors(problem: TabularProblem, old_logits, beta: float, group_
     w = advantage_weights(problem, torch.softmax(old, -1), group_size, "loo", "none")
     out: dict = {pl: {"cos": [], "rel": []} for pl in placements}
     out["step_kl"] = []
-    for e in range(epochs):
+    for e in range(ppo_epochs):
         true = kl_gradient(problem, theta, theta, "exact")
         for pl in placements:
             g = kl_gradient(problem, theta, old, pl)

@@ -5,6 +5,9 @@ Notation of the book. A policy ``pi`` and a reference ``pi_ref``; samples ``y ~ 
 ``log r = log pi_ref(y) - log pi(y)``; the estimators ``k1 = -log r``, ``k2 = (log r)^2 / 2``,
 ``k3 = (r - 1) - log r`` of ``KL(pi || pi_ref)`` (see :mod:`rlhf_course.kl`).
 
+Also the package's one ``log_softmax`` and one inverse-CDF sampler (``inverse_cdf``), which the other modules
+import from here.
+
 Everything here is numpy (no torch, no scipy): the chapter's figures and tables are computed by these
 functions and nothing else.
 """
@@ -16,9 +19,11 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import kl as _kl
-from ._validate import as_float_array, check_finite, check_probs
+from ._validate import as_float_array, check_finite, check_probs, is_torch
 
 __all__ = [
+    "log_softmax",
+    "inverse_cdf",
     "discretized_gaussian",
     "gaussian_mixture",
     "GaussianFit",
@@ -83,9 +88,33 @@ def _count(n, name: str, minimum: int = 1) -> int:
 # distributions on a grid
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+def log_softmax(z):
+    """``log softmax(z) = z - log sum_j exp(z_j)`` over the last axis; numpy or torch, the kind it was given.
+
+    The maximum is subtracted first (``(z - m) - log sum_j exp(z_j - m)``), so large logits neither overflow nor
+    underflow. A ``-inf`` logit (a ruled-out outcome) gives ``-inf``. The package's one log-softmax.
+    """
+    if is_torch(z):
+        import torch
+
+        return torch.log_softmax(z, dim=-1)
+    m = np.max(z, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shifted = z - m
+        return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def inverse_cdf(p, u):
+    """Inverse-CDF sampling: ``y = min{j : sum_{i <= j} p_i > u}`` for ``u ~ U[0, 1)``, numpy.
+
+    ``p`` is ``(..., K)`` (distributions on the last axis) and ``u`` broadcasts against ``p[..., 0]``; the
+    result has their broadcast shape. The strict ``> u`` never returns an outcome of probability 0 (not even at
+    ``u = 0``), and the last cumulative sum is set to exactly 1, so rounding in ``cumsum`` cannot step past
+    the last outcome. The package's one categorical sampler from given uniforms.
+    """
+    cum = np.cumsum(p, axis=-1)
+    cum[..., -1] = 1.0
+    return np.minimum((cum <= np.asarray(u)[..., None]).sum(-1), np.shape(p)[-1] - 1)
 
 
 def discretized_gaussian(grid: ArrayLike, mean: ArrayLike, std: ArrayLike) -> np.ndarray:
@@ -101,7 +130,7 @@ def discretized_gaussian(grid: ArrayLike, mean: ArrayLike, std: ArrayLike) -> np
     m = _real(mean, "mean")
     s = _real(std, "std", positive=True)
     z = -((g - m[..., None]) ** 2) / (2 * s[..., None] ** 2)
-    return np.exp(_log_softmax(z))
+    return np.exp(log_softmax(z))
 
 
 def gaussian_mixture(grid: ArrayLike, means: ArrayLike, stds: ArrayLike, weights: ArrayLike) -> np.ndarray:

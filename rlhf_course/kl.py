@@ -33,7 +33,8 @@ from ._validate import (
     is_torch,
 )
 
-__all__ = ["kl_divergence", "log_ratio", "masked_log_ratio", "k1", "k2", "k3", "entropy"]
+__all__ = ["kl_divergence", "log_ratio", "masked_log_ratio", "k1", "k2", "k3", "k2_from_log_ratio", "k3_from_log_ratio",
+           "entropy"]
 
 
 def kl_divergence(p, q, axis: int = -1):
@@ -110,7 +111,7 @@ def k1(logp, ref_logp):
 
 def k2(logp, ref_logp):
     """Estimator ``k2 = (log r)^2 / 2`` for samples ``y ~ pi`` (biased, always >= 0, low variance)."""
-    return 0.5 * _log_ratio_checked(logp, ref_logp) ** 2
+    return k2_from_log_ratio(_log_ratio_checked(logp, ref_logp))
 
 
 def k3(logp, ref_logp):
@@ -120,7 +121,19 @@ def k3(logp, ref_logp):
     ``x = log r``: the naive ``exp(x) - 1 - x`` subtracts nearly equal numbers when ``pi`` and ``pi_ref``
     are close, which is exactly where RLHF runs live, and loses all its digits there.
     """
-    x = -_log_ratio_checked(logp, ref_logp)
+    return k3_from_log_ratio(_log_ratio_checked(logp, ref_logp))
+
+
+def k2_from_log_ratio(log_ratio):
+    """``k2 = x^2 / 2`` from ``x = log pi(y) - log pi_ref(y)``, unvalidated: for trainers' inner loops (no copies,
+    no device sync), where the log-ratio is already formed. :func:`k2` is the checked entry point."""
+    return 0.5 * log_ratio ** 2
+
+
+def k3_from_log_ratio(log_ratio):
+    """``k3 = expm1(x) - x`` with ``x = log r = -(log pi(y) - log pi_ref(y))``, unvalidated: for trainers' inner
+    loops. :func:`k3` is the checked entry point (and says why ``expm1``)."""
+    x = -log_ratio
     if is_torch(x):
         import torch
 

@@ -25,9 +25,11 @@ from ._validate import (
     check_same_kind,
     is_torch,
 )
+from .distributions import log_softmax
 from .kl import kl_divergence
 
-__all__ = ["best_of_n_policy", "best_of_n_kl_bound", "optimal_policy", "log_partition", "optimal_value", "rlhf_objective", "implicit_reward"]
+__all__ = ["best_of_n_policy", "best_of_n_kl_bound", "optimal_policy", "log_optimal_policy", "log_partition",
+           "optimal_value", "rlhf_objective", "implicit_reward"]
 
 
 def _inputs(ref_probs, rewards, beta):
@@ -78,6 +80,21 @@ def optimal_policy(ref_probs, rewards, beta: float):
 
         return torch.softmax(z, dim=-1)
     return np.exp(z - _logsumexp(z)[..., None])
+
+
+def log_optimal_policy(ref_logp, rewards, beta: float):
+    """``log pi*(y) = log_softmax(log pi_ref(y) + r(y) / beta)``: :func:`optimal_policy` in log space.
+
+    Takes and returns log-probabilities, so an iteration ``pi_{k+1} = pi*(pi_k, A_k, lam)`` (chapter 3's
+    penalized update, :func:`rlhf_course.support_toy.train`) carries ``log pi_k`` exactly from one iterate to the
+    next instead of going through ``exp`` and ``log`` at each step. numpy or torch, the kind of ``ref_logp``.
+    """
+    logp = as_float_array(ref_logp, "ref_logp")
+    r = as_float_array(rewards, "rewards")
+    check_same_kind(logp, r, "ref_logp and rewards")
+    check_broadcastable(logp, r, "ref_logp and rewards")
+    check_finite(r, "rewards")
+    return log_softmax(logp + r / check_positive_scalar(beta, "beta"))
 
 
 def optimal_value(ref_probs, rewards, beta: float):

@@ -170,7 +170,7 @@ def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: 
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((clipped > unclipped).to(logp.dtype), mask).item(),
-            "approx_kl": masked_mean(0.5 * log_ratio ** 2, mask).item(),
+            "approx_kl": masked_mean(_kl.k2_from_log_ratio(log_ratio), mask).item(),
         }
     return loss, stats
 

@@ -11,11 +11,12 @@ Used by ``book/03_objective.ipynb`` and ``book/03b_case_studies.ipynb``. Notatio
 
 A run (``train``) starts at ``pi_0 = pi_ref`` and iterates the penalized update of the chapter,
 
-    pi_{k+1}(y | x) = pi_k(y | x) exp(A_k(x, y) / lam) / Z_k(x),
+    pi_{k+1}(y | x) = pi_k(y | x) exp(A_k(x, y) / lambda) / Z_k(x),
     A_k = r_hat_k - beta (log pi_k - log pi_ref),    r_hat_k = r + noise * xi_k,  xi_k ~ N(0, 1) i.i.d.,
 
-which is ``optimal_policy(pi_k, A_k, lam)`` (the maximizer of ``E_pi[A_k] - lam KL(pi || pi_k)``), computed in
-log space so that ``log pi_k`` is carried exactly from one iterate to the next.
+which is ``optimal_policy(pi_k, A_k, lambda)`` (the maximizer of ``E_pi[A_k] - lambda KL(pi || pi_k)``; ``lambda`` is
+``train``'s ``step_penalty``), computed in log space (``objective.log_optimal_policy``) so that ``log pi_k`` is carried
+exactly from one iterate to the next.
 
 The arrays are read-only: copy one (``PROXY.copy()``) to make a variant of the problem.
 Importing this module imports numpy only.
@@ -27,7 +28,9 @@ from typing import Callable, Union
 import numpy as np
 
 from ._validate import as_float_array, check_finite, check_probs, check_same_shape
+from .distributions import inverse_cdf
 from .kl import entropy, kl_divergence
+from .objective import log_optimal_policy
 
 __all__ = ["PROMPTS", "RESPONSES", "HELPFUL", "FOLLOW_UP", "FLATTERY", "REF", "GOLD", "RM_ERROR", "PROXY",
            "metrics", "sample", "train"]
@@ -101,7 +104,7 @@ def metrics(p, proxy=PROXY, gold=GOLD, ref=REF, weights=None) -> dict[str, float
 
 
 def sample(p, rng: np.random.Generator) -> np.ndarray:
-    """One response index per row of ``p``, by inverse-CDF sampling: ``y = min{j : sum_{i <= j} p_i >= u}``,
+    """One response index per row of ``p``, by inverse-CDF sampling: ``y = min{j : sum_{i <= j} p_i > u}``,
     ``u ~ U[0, 1)``.
 
     ``p`` has shape ``(n, K)``, one distribution per row (``pi[x]`` for a batch of prompts ``x``); the result has
@@ -113,14 +116,7 @@ def sample(p, rng: np.random.Generator) -> np.ndarray:
     if p.ndim != 2:
         raise ValueError(f"p must have shape (n, K), one distribution per row, got {p.shape}")
     check_probs(p, "p")
-    u = rng.random(p.shape[0])
-    return np.minimum((p.cumsum(-1) < u[:, None]).sum(-1), p.shape[-1] - 1)
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    """``z - log sum_y exp(z)`` over the last axis (shifted by the maximum, so it neither overflows nor underflows)."""
-    m = z.max(-1, keepdims=True)
-    return z - m - np.log(np.exp(z - m).sum(-1, keepdims=True))
+    return inverse_cdf(p, rng.random(p.shape[0]))
 
 
 def _number(x, name: str, *, low: float = 0.0, strict: bool) -> float:
@@ -135,32 +131,35 @@ def _number(x, name: str, *, low: float = 0.0, strict: bool) -> float:
 Beta = Union[float, Callable[[int], float]]
 
 
-def train(beta: Beta, lam: float, iters: int, noise: float = 0.0, seed: int = 0, *,
+def train(beta: Beta, step_penalty: float, iterations: int, noise: float = 0.0, seed: int = 0, *,
           reward_sign: float = 1.0) -> dict[str, np.ndarray]:
-    """A run of ``iters`` penalized updates from ``pi_0 = pi_ref``, logging every iterate ``pi_0 .. pi_iters``:
+    """A run of ``iterations`` penalized updates from ``pi_0 = pi_ref``, logging every iterate ``pi_0 .. pi_K``
+    (``K = iterations``):
 
-        pi_{k+1} = pi_k exp(A_k / lam) / Z_k,    A_k = s r_hat_k - beta_k (log pi_k - log pi_ref),
+        pi_{k+1} = pi_k exp(A_k / lambda) / Z_k,    A_k = s r_hat_k - beta_k (log pi_k - log pi_ref),
 
-    with ``r_hat_k = PROXY + noise * xi_k`` (``xi_k`` standard normal, drawn from ``default_rng(seed)``; the same
-    seed gives the same noise whatever ``beta`` and ``lam``) and ``s = reward_sign``.
+    with ``lambda = step_penalty``, ``r_hat_k = PROXY + noise * xi_k`` (``xi_k`` standard normal, drawn from
+    ``default_rng(seed)``; the same seed gives the same noise whatever ``beta`` and ``step_penalty``) and
+    ``s = reward_sign``.
 
     - ``beta >= 0`` weights the KL penalty to the reference; ``beta = 0`` omits the reference (the objective is
       the reward alone). It may be a schedule: a function of the iteration ``k`` returning ``beta_k``.
-    - ``lam > 0`` weights the step penalty ``KL(pi || pi_k)``: a smaller ``lam`` is a larger step.
+    - ``step_penalty > 0`` (the chapter's ``lambda``) weights the step penalty ``KL(pi || pi_k)``: a smaller
+      ``step_penalty`` is a larger step.
     - ``reward_sign = -1`` reproduces a sign error in the loss (``+r`` where ``-r`` belongs).
 
-    Returns arrays indexed by the iteration ``k = 0 .. iters``: the ``metrics`` of ``pi_k`` (``"reward"``,
+    Returns arrays indexed by the iteration ``k = 0 .. iterations``: the ``metrics`` of ``pi_k`` (``"reward"``,
     ``"gold"``, ``"kl"``, ``"entropy"``, ``"flattery"``), ``"beta"`` (``beta_k``) and ``"step_kl"``
     (``KL(pi_k || pi_{k-1})`` averaged over prompts, the size of the update that made ``pi_k``; NaN at ``k = 0``);
-    and ``"policy"``, the last iterate ``pi_iters``.
+    and ``"policy"``, the last iterate ``pi_K``.
     """
     if not callable(beta):
         _number(beta, "beta", strict=False)
-    lam = _number(lam, "lam", strict=True)
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)):
-        raise TypeError(f"iters must be an integer, got {type(iters).__name__}")
-    if iters < 0:
-        raise ValueError(f"iters must be >= 0, got {iters}")
+    step_penalty = _number(step_penalty, "step_penalty", strict=True)
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)):
+        raise TypeError(f"iterations must be an integer, got {type(iterations).__name__}")
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
     noise = _number(noise, "noise", strict=False)
     if reward_sign not in (1, -1):
         raise ValueError(f"reward_sign must be 1 or -1, got {reward_sign!r}")
@@ -169,16 +168,16 @@ def train(beta: Beta, lam: float, iters: int, noise: float = 0.0, seed: int = 0,
     log_ref = np.log(REF)
     logp = log_ref.copy()
     log: dict[str, list] = {"beta": [], "step_kl": [np.nan]}
-    for k in range(iters + 1):
+    for k in range(iterations + 1):
         p = np.exp(logp)
         for key, v in metrics(p).items():
             log.setdefault(key, []).append(v)
         b = _number(beta(k), f"beta({k})", strict=False) if callable(beta) else beta
         log["beta"].append(b)
-        if k == iters:
+        if k == iterations:
             break
         r_hat = PROXY + noise * rng.standard_normal(PROXY.shape)
-        new = _log_softmax(logp + (reward_sign * r_hat - b * (logp - log_ref)) / lam)
+        new = log_optimal_policy(logp, reward_sign * r_hat - b * (logp - log_ref), step_penalty)
         log["step_kl"].append(float(w @ kl_divergence(np.exp(new), p)))
         logp = new
     log["policy"] = np.exp(logp)

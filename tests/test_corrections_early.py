@@ -14,14 +14,8 @@ from scipy.special import softmax
 
 from rlhf_course.kl import entropy, kl_divergence
 from rlhf_course.objective import optimal_policy, rlhf_objective
-from rlhf_course.sequences import (
-    bigram_logits,
-    card000_example,
-    enumerate_sequences,
-    sequence_logprob,
-    sequence_penalty,
-    token_logprobs,
-)
+from rlhf_course.bigrams import bigram_logits, card000_example, enumerate_sequences
+from rlhf_course.sequences import sequence_logprob, sequence_penalty, token_logprobs
 from rlhf_course.support_toy import FLATTERY, PROXY, REF, train
 
 # --- the KL chapter: how often a sample meets a negative penalty ---------------------------------------
@@ -168,7 +162,7 @@ def test_small_beta_splits_the_mass_between_the_tied_best_texts():
 
 def test_reward_only_run_ends_at_the_point_mass_kl():
     """beta = 0: the KL stops at -log pi_ref(flattery loop), averaged over prompts, the point mass's KL."""
-    run = train(beta=0.0, lam=2.0, iters=60, noise=0.3, seed=1)
+    run = train(beta=0.0, step_penalty=2.0, iterations=60, noise=0.3, seed=1)
     point_mass = np.zeros_like(REF)
     point_mass[:, FLATTERY] = 1.0
     assert run["kl"][-1] == pytest.approx(float(kl_divergence(point_mass, REF).mean()), abs=1e-6)
@@ -178,7 +172,7 @@ def test_reward_only_run_ends_at_the_point_mass_kl():
 
 
 def test_small_steps_compound_beyond_the_sum_of_their_kls():
-    run = train(beta=0.05, lam=8.0, iters=80)
+    run = train(beta=0.05, step_penalty=8.0, iterations=80)
     steps = run["step_kl"][1:]
     assert steps.max() < 0.01
     assert run["kl"][-1] > 20 * steps.sum()

@@ -175,8 +175,8 @@ def test_kl_in_the_reward_stops_every_variant_at_the_optimum():
 
 
 def test_multi_epoch_updates_have_the_same_fixed_points():
-    one = cf.fixed_point(PROB, BETA, 4, "loo", "none", "k3-ratio", lr=1.0, epochs=1)
-    four = cf.fixed_point(PROB, BETA, 4, "loo", "none", "k3-ratio", lr=0.5, epochs=4, clip_eps=0.2)
+    one = cf.fixed_point(PROB, BETA, 4, "loo", "none", "k3-ratio", lr=1.0, ppo_epochs=1)
+    four = cf.fixed_point(PROB, BETA, 4, "loo", "none", "k3-ratio", lr=0.5, ppo_epochs=4, clip_eps=0.2)
     assert cf.tv_per_prompt(one["probs"], four["probs"]).max() < 1e-8
 
 

@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from rlhf_course import toy
-from rlhf_course.dpo import (LM_FAST, LMDPOConfig, Preferences, bradley_terry_prob, dpo_loss, evaluate_lm_preferences,
-                             exact_dpo_loss, make_lm_preferences, plackett_luce_loss, preference_loss,
-                             sample_preferences, train_lm_dpo, train_sampled_dpo, train_toy_dpo)
+from rlhf_course.dpo import (Preferences, bradley_terry_prob, dpo_loss, exact_dpo_loss, plackett_luce_loss,
+                             preference_loss, sample_preferences, train_sampled_dpo, train_toy_dpo)
+from rlhf_course.dpo_lm import LM_FAST, LMDPOConfig, evaluate_lm_preferences, make_lm_preferences, train_lm_dpo
 from rlhf_course.objective import implicit_reward, optimal_policy
 
 torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""rlhf_course.sequences: hand-computed cases, exact enumeration (chain rule of KL), padding, numpy/torch."""
+"""rlhf_course.sequences and rlhf_course.bigrams: hand-computed cases, exact enumeration (chain rule of KL), padding, numpy/torch."""
 import math
 
 import numpy as np
@@ -8,14 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlhf_course.kl import kl_divergence
-from rlhf_course.sequences import (
+from rlhf_course.bigrams import (
     bigram_logits,
     card000_example,
     enumerate_sequences,
     exact_sequence_kl,
     fit_bigram,
-    next_token_kl,
     sample_bigram,
+)
+from rlhf_course.sequences import (
+    next_token_kl,
     sequence_logprob,
     sequence_penalty,
     token_logprobs,

@@ -2,8 +2,9 @@
 
 The data are checked for what the chapter says of them (distributions, the reward model's error, the flattery loop);
 ``metrics`` against sums written out by hand with ``math``; ``train`` against the penalized update computed directly,
-``pi_{k+1} = pi_k exp(A_k / lam) / Z``, step by step, against its fixed point ``optimal_policy(REF, PROXY, beta)``
-and against the second-order size of a small step; and every argument's validation.
+``pi_{k+1} = pi_k exp(A_k / lambda) / Z`` (``lambda = step_penalty``), step by step,
+against its fixed point ``optimal_policy(REF, PROXY, beta)`` and against the second-order size of a small step;
+and every argument's validation.
 """
 from __future__ import annotations
 
@@ -178,25 +179,25 @@ def test_sample_rejects_bad_inputs():
 # train
 
 
-def _tilt(pi, a, lam):
-    """pi exp(A / lam) / Z, row by row, computed directly."""
-    w = pi * np.exp(a / lam)
+def _tilt(pi, a, step_penalty):
+    """pi exp(A / step_penalty) / Z, row by row, computed directly."""
+    w = pi * np.exp(a / step_penalty)
     return w / w.sum(-1, keepdims=True)
 
 
-@pytest.mark.parametrize("beta, lam, noise, seed", [(0.5, 2.0, 0.0, 0), (0.5, 0.7, 0.4, 3), (0.0, 1.0, 0.3, 1),
+@pytest.mark.parametrize("beta, step_penalty, noise, seed", [(0.5, 2.0, 0.0, 0), (0.5, 0.7, 0.4, 3), (0.0, 1.0, 0.3, 1),
                                                     (5.0, 10.0, 0.3, 2)])
-def test_the_first_two_steps_are_the_penalized_update(beta, lam, noise, seed):
+def test_the_first_two_steps_are_the_penalized_update(beta, step_penalty, noise, seed):
     rng = np.random.default_rng(seed)
     r_hat = [PROXY + noise * rng.standard_normal(PROXY.shape) for _ in range(2)]
     # step 1: pi_0 = pi_ref, so the penalty is 0 and A_0 = r_hat_0
-    pi1 = _tilt(REF, r_hat[0], lam)
+    pi1 = _tilt(REF, r_hat[0], step_penalty)
     # step 2: A_1 = r_hat_1 - beta (log pi_1 - log pi_ref)
-    pi2 = _tilt(pi1, r_hat[1] - beta * np.log(pi1 / REF), lam)
-    one, two = train(beta, lam, 1, noise, seed), train(beta, lam, 2, noise, seed)
+    pi2 = _tilt(pi1, r_hat[1] - beta * np.log(pi1 / REF), step_penalty)
+    one, two = train(beta, step_penalty, 1, noise, seed), train(beta, step_penalty, 2, noise, seed)
     np.testing.assert_allclose(one["policy"], pi1, rtol=1e-12, atol=0)
     np.testing.assert_allclose(two["policy"], pi2, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(two["policy"], optimal_policy(pi1, r_hat[1] - beta * np.log(pi1 / REF), lam),
+    np.testing.assert_allclose(two["policy"], optimal_policy(pi1, r_hat[1] - beta * np.log(pi1 / REF), step_penalty),
                                rtol=1e-12)
     # the log: one entry per iterate; step_kl[k] = KL(pi_k || pi_{k-1}) averaged over prompts
     assert all(len(v) == 3 for k, v in two.items() if k != "policy")
@@ -222,20 +223,21 @@ def test_the_same_seed_gives_the_same_noise():
 
 
 def test_a_large_step_penalty_gives_tiny_steps():
-    lams = [1.0, 10.0, 100.0, 1e4]
-    steps = [train(0.5, lam, 1)["step_kl"][1] for lam in lams]
-    assert all(a > b for a, b in zip(steps, steps[1:]))  # larger lam, smaller step (the chapter's theorem)
+    step_penalties = [1.0, 10.0, 100.0, 1e4]
+    steps = [train(0.5, step_penalty, 1)["step_kl"][1] for step_penalty in step_penalties]
+    assert all(a > b for a, b in zip(steps, steps[1:]))  # larger step_penalty, smaller step (the chapter's theorem)
     big = train(0.5, 1e4, 1)
     assert np.abs(big["policy"] - REF).max() < 1e-3
-    # second order: KL(pi_1 || pi_ref) = Var_{pi_ref}(r) / (2 lam^2) + O(lam^-3)
+    # second order: KL(pi_1 || pi_ref) = Var_{pi_ref}(r) / (2 step_penalty^2) + O(step_penalty^-3)
     var = (REF * PROXY**2).sum(-1) - (REF * PROXY).sum(-1) ** 2
     assert 1e8 * big["step_kl"][1] == pytest.approx(np.mean(var) / 2, rel=1e-3)
 
 
-@pytest.mark.parametrize("beta, lam", [(0.5, 2.0), (0.12, 1.0), (0.5, 0.3)])
-def test_runs_converge_to_the_optimum(beta, lam):
-    # without noise and with lam > beta / 2, the fixed point of the update is pi*_beta (chapter 3, overshooting)
-    log = train(beta, lam, 300)
+@pytest.mark.parametrize("beta, step_penalty", [(0.5, 2.0), (0.12, 1.0), (0.5, 0.3)])
+def test_runs_converge_to_the_optimum(beta, step_penalty):
+    # without noise and with step_penalty > beta / 2, the fixed point of the update is pi*_beta
+    # (chapter 3, overshooting)
+    log = train(beta, step_penalty, 300)
     np.testing.assert_allclose(log["policy"], optimal_policy(REF, PROXY, beta), atol=1e-9)
 
 
@@ -255,23 +257,23 @@ def test_a_schedule_and_a_flipped_reward():
     ({"beta": -0.1}, "beta must be a finite number >= 0"),
     ({"beta": float("nan")}, "beta must be a finite number >= 0"),
     ({"beta": lambda k: -1.0}, r"beta\(0\) must be a finite number >= 0"),
-    ({"lam": 0.0}, "lam must be a finite number > 0"),
-    ({"lam": -1.0}, "lam must be a finite number > 0"),
-    ({"lam": float("inf")}, "lam must be a finite number > 0"),
-    ({"iters": -1}, "iters must be >= 0"),
+    ({"step_penalty": 0.0}, "step_penalty must be a finite number > 0"),
+    ({"step_penalty": -1.0}, "step_penalty must be a finite number > 0"),
+    ({"step_penalty": float("inf")}, "step_penalty must be a finite number > 0"),
+    ({"iterations": -1}, "iterations must be >= 0"),
     ({"noise": -0.1}, "noise must be a finite number >= 0"),
     ({"reward_sign": 2.0}, "reward_sign must be 1 or -1"),
 ])
 def test_train_rejects_bad_arguments(kwargs, match):
-    args = {"beta": 0.5, "lam": 1.0, "iters": 3} | kwargs
+    args = {"beta": 0.5, "step_penalty": 1.0, "iterations": 3} | kwargs
     with pytest.raises(ValueError, match=match):
         train(**args)
 
 
-@pytest.mark.parametrize("kwargs", [{"iters": 2.0}, {"iters": True}, {"lam": "1"}, {"beta": None}])
+@pytest.mark.parametrize("kwargs", [{"iterations": 2.0}, {"iterations": True}, {"step_penalty": "1"}, {"beta": None}])
 def test_train_rejects_arguments_of_the_wrong_type(kwargs):
     with pytest.raises(TypeError):
-        train(**({"beta": 0.5, "lam": 1.0, "iters": 3} | kwargs))
+        train(**({"beta": 0.5, "step_penalty": 1.0, "iterations": 3} | kwargs))
 
 
 def test_import_is_light():

@@ -223,7 +223,7 @@ def test_adaptive_beta_finds_the_optimum_with_the_target_kl(method, problem_name
     problem = PROBLEMS[problem_name]
     target_kl = 0.1
     beta_star = toy.beta_for_kl(problem, target_kl)
-    run = toy.train(problem, beta=0.5, kl_target=target_kl, **toy.FAST_ADAPTIVE[method])
+    run = toy.train(problem, beta=0.5, target_kl=target_kl, **toy.FAST_ADAPTIVE[method])
     assert abs(beta_star - 0.5) > 0.2  # beta had to move
     assert run.beta[-1] == pytest.approx(beta_star, rel=0.03)
     assert run.kl[-1] == pytest.approx(target_kl, rel=0.05)
@@ -234,7 +234,7 @@ def test_k3_as_a_loss_term_converges_to_the_forward_kl_optimum():
     beta = 0.5
     for problem in (BANDIT, SEQS):
         run = toy.train(problem, method="reinforce", beta=beta, kl="loss", kl_estimator="k3", estimate="exact",
-                        baseline="none", iters=300)
+                        baseline="none", iterations=300)
         forward = toy.forward_kl_optimum(problem, beta)
         assert run.tv_to(forward.numpy())[-1] < 1e-4
         assert toy.tv_distance(forward, toy.optimum(problem, beta)) > 0.05
@@ -252,18 +252,18 @@ def test_forward_kl_optimum_is_stationary():
 def test_a2c_is_ppo_with_one_step_per_batch():
     """At the first step of an update the ratio is 1 and the values are the old values: PPO's clipped
     losses then have A2C's gradients, so PPO with one epoch of one minibatch *is* A2C, step for step."""
-    a2c = toy.train(SEQS, method="a2c", beta=0.5, iters=5, samples_per_prompt=64)
-    ppo = toy.train(SEQS, method="ppo", beta=0.5, iters=5, samples_per_prompt=64, epochs=1, minibatches=1)
+    a2c = toy.train(SEQS, method="a2c", beta=0.5, iterations=5, samples_per_prompt=64)
+    ppo = toy.train(SEQS, method="ppo", beta=0.5, iterations=5, samples_per_prompt=64, ppo_epochs=1, minibatches=1)
     torch.testing.assert_close(a2c.logits, ppo.logits, rtol=1e-10, atol=1e-12)
 
 
 def test_runs_are_reproducible_and_start_at_the_reference():
-    a = toy.train(BANDIT, method="ppo", iters=3, samples_per_prompt=32)
-    b = toy.train(BANDIT, method="ppo", iters=3, samples_per_prompt=32)
+    a = toy.train(BANDIT, method="ppo", iterations=3, samples_per_prompt=32)
+    b = toy.train(BANDIT, method="ppo", iterations=3, samples_per_prompt=32)
     np.testing.assert_array_equal(a.probs, b.probs)
     np.testing.assert_allclose(a.probs[0], BANDIT.ref_probs.numpy())
     assert a.probs.shape == (4, 2, 3) and a.kl[0] == 0.0
-    c = toy.train(BANDIT, method="ppo", iters=3, samples_per_prompt=32, seed=1)
+    c = toy.train(BANDIT, method="ppo", iterations=3, samples_per_prompt=32, seed=1)
     assert not np.array_equal(a.probs, c.probs)
 
 
@@ -271,7 +271,7 @@ def test_clipping_bounds_the_ratio_with_plain_gradient_steps():
     """Expected updates, 10 epochs per batch: the bare surrogate jumps far from pi_old; the clipped one
     keeps every ratio near [1 - eps, 1 + eps]; the penalty keeps each step's KL small."""
     b1 = toy.make_bandit([[0.5, 0.3, 0.2]], [[1.0, 0.0, -1.0]])
-    common = dict(method="ppo", beta=1.0, iters=10, lr=1.0, lr_decay=False, optimizer="sgd", epochs=10,
+    common = dict(method="ppo", beta=1.0, iterations=10, lr=1.0, lr_decay=False, optimizer="sgd", ppo_epochs=10,
                   estimate="exact", baseline="exact")
     runs = {s: toy.train(b1, surrogate=s, **common) for s in ("plain", "clip")}
     runs["penalty"] = toy.train(b1, surrogate="penalty", trust_coef=3.0, **common)
@@ -319,7 +319,7 @@ def test_frontier_points_are_the_optima():
     (dict(method="sarsa"), "method"),
     (dict(beta=-1.0), "beta"),
     (dict(lr=0.0), "lr"),
-    (dict(iters=0), "iters"),
+    (dict(iterations=0), "iterations"),
     (dict(samples_per_prompt=1), "samples_per_prompt"),
     (dict(surrogate="trpo"), "surrogate"),
     (dict(clip_eps=1.5), "clip_eps"),
@@ -330,9 +330,9 @@ def test_frontier_points_are_the_optima():
     (dict(method="a2c", baseline="loo"), "baseline"),
     (dict(estimate="exact", method="reinforce", baseline="loo"), "estimate='exact'"),
     (dict(estimate="exact", method="ppo", baseline="exact", minibatches=4), "minibatches=1"),
-    (dict(method="a2c", epochs=3), "PPO's"),
+    (dict(method="a2c", ppo_epochs=3), "PPO's"),
     (dict(optimizer="rmsprop"), "optimizer"),
-    (dict(kl_target=-0.1), "kl_target"),
+    (dict(target_kl=-0.1), "target_kl"),
     (dict(seed=1.5), "seed"),
 ])
 def test_config_validation(kw, match):
@@ -342,7 +342,7 @@ def test_config_validation(kw, match):
 
 def test_other_validation():
     with pytest.raises(ValueError, match="too short"):
-        toy.train(BANDIT, kl_target=0.1, kl_horizon=100.0, iters=1)
+        toy.train(BANDIT, target_kl=0.1, kl_horizon=100.0, iterations=1)
     with pytest.raises(TypeError, match="TabularProblem"):
         toy.train("bandit")
     with pytest.raises(ValueError, match="shape"):

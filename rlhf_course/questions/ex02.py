@@ -10,15 +10,8 @@ import math
 import numpy as np
 
 from .base import Case, Question, choice
-from ..sequences import (
-    bigram_logits,
-    card000_example,
-    enumerate_sequences,
-    exact_sequence_kl,
-    sequence_logprob,
-    sequence_penalty,
-    token_logprobs,
-)
+from ..bigrams import bigram_logits, card000_example, enumerate_sequences, exact_sequence_kl
+from ..sequences import sequence_logprob, sequence_penalty, token_logprobs
 from . import draws
 
 
