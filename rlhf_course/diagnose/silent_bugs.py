@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..distributions import _log_softmax
+from ..distributions import log_softmax
 
 
 # ==================================================================================================
@@ -58,7 +58,7 @@ def sample_with_temperature(logits, temperature, rng):
     ``(batch, vocab)``; returns the tokens and their log-probabilities, kept for PPO's ratio."""
     logits = _np_in(logits)
     tokens = _gumbel_argmax(logits / temperature, rng)
-    logp = np.take_along_axis(_log_softmax(logits), tokens[:, None], -1)[:, 0]
+    logp = np.take_along_axis(log_softmax(logits), tokens[:, None], -1)[:, 0]
     return tokens, logp
 
 
@@ -68,7 +68,7 @@ def sample_top_k(logits, k, rng):
     logits = _np_in(logits)
     kth = np.sort(logits, axis=-1)[:, -k][:, None]
     tokens = _gumbel_argmax(np.where(logits >= kth, logits, -np.inf), rng)
-    logp = np.take_along_axis(_log_softmax(logits), tokens[:, None], -1)[:, 0]
+    logp = np.take_along_axis(log_softmax(logits), tokens[:, None], -1)[:, 0]
     return tokens, logp
 
 
