@@ -37,14 +37,19 @@ def bradley_terry_prob(r_a, r_b, temperature: float = 1.0):
 
 
 def plackett_luce_nll(s):
-    """``-log P(ranking)`` per row of scores ``s`` ``(n, K)`` (torch), each row ordered best first:
+    """``-log P(ranking)`` per row of scores ``s`` ``(n, K)`` (numpy or torch, the kind given), each row ordered
+    best first:
 
         -sum_{k=1}^{K-1} (s_k - log sum_{j >= k} exp(s_j)).
     """
-    if not is_torch(s):
-        raise TypeError(f"s must be a torch tensor, got {type(s).__name__}")
-    import torch
-
     # log sum_{j >= k} exp(s_j): a reversed cumulative log-sum-exp.
-    tail = torch.logcumsumexp(s.flip(1), dim=1).flip(1)
+    if is_torch(s):
+        import torch
+
+        tail = torch.logcumsumexp(s.flip(1), dim=1).flip(1)
+        return -(s - tail)[:, :-1].sum(1)
+    s = np.asarray(s, dtype=np.float64)
+    if s.ndim != 2 or not np.isfinite(s).all():
+        raise ValueError(f"s must be a finite (n, K) array of scores, got shape {s.shape}")
+    tail = np.logaddexp.accumulate(s[:, ::-1], axis=1)[:, ::-1]
     return -(s - tail)[:, :-1].sum(1)

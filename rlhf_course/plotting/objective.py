@@ -9,13 +9,13 @@ from .style import COLORS, new_figure
 # the RLHF objective (book/03_objective): trust regions and runs of the penalized update
 
 
-def plot_step_size(lams, step_kl, step_gain, fig=None):
+def plot_step_size(step_penalties, step_kl, step_gain, fig=None):
     """One penalized update from a fixed policy, against its step penalty ``lambda`` (log-log): the step's
     size KL(pi_{k+1} || pi_k) and its gain E_{pi_{k+1}}[A_k] - E_{pi_k}[A_k], both falling as lambda grows."""
     fig = new_figure(fig, (6.4, 3.4))
     ax = fig.subplots()
-    ax.loglog(lams, step_kl, color=COLORS["kl"], label=r"step size KL$(\pi_{k+1} \| \pi_k)$")
-    ax.loglog(lams, step_gain, color=COLORS["proxy"],
+    ax.loglog(step_penalties, step_kl, color=COLORS["kl"], label=r"step size KL$(\pi_{k+1} \| \pi_k)$")
+    ax.loglog(step_penalties, step_gain, color=COLORS["proxy"],
               label=r"gain $\mathbb{E}_{\pi_{k+1}}[A_k] - \mathbb{E}_{\pi_k}[A_k]$")
     ax.set_xlabel(r"penalty weight $\lambda$")
     ax.legend()
@@ -27,9 +27,9 @@ def plot_step_penalty_runs(runs: dict, best: dict, fig=None):
     proxy reward (left) and KL(pi_k || pi_ref) (right) per iteration, against the exact optimum ``best``."""
     fig = new_figure(fig, (10, 3.4))
     ax1, ax2 = fig.subplots(1, 2, sharex=True)
-    for (lam, log), shade in zip(runs.items(), (1.0, 0.6, 0.3)):
-        ax1.plot(log["reward"], color=COLORS["policy"], alpha=shade, label=rf"$\lambda$ = {lam:g}")
-        ax2.plot(log["kl"], color=COLORS["kl"], alpha=shade, label=rf"$\lambda$ = {lam:g}")
+    for (penalty, log), shade in zip(runs.items(), (1.0, 0.6, 0.3)):
+        ax1.plot(log["reward"], color=COLORS["policy"], alpha=shade, label=rf"$\lambda$ = {penalty:g}")
+        ax2.plot(log["kl"], color=COLORS["kl"], alpha=shade, label=rf"$\lambda$ = {penalty:g}")
     for ax, key in ((ax1, "reward"), (ax2, "kl")):
         ax.axhline(best[key], color=COLORS["optimal"], ls="--", label=r"exact optimum $\pi^*_\beta$")
         ax.set_xlabel("iteration")
@@ -39,7 +39,7 @@ def plot_step_penalty_runs(runs: dict, best: dict, fig=None):
     return fig
 
 
-def plot_reference_runs(no_ref: dict, with_ref: dict, beta: float, lam: float, fig=None):
+def plot_reference_runs(no_ref: dict, with_ref: dict, beta: float, step_penalty: float, fig=None):
     """The same noisy run without a reference penalty (beta = 0) and with one: KL(pi_k || pi_ref) (left)
     and the gold reward (right) per iteration."""
     fig = new_figure(fig, (10, 3.4))
@@ -47,7 +47,7 @@ def plot_reference_runs(no_ref: dict, with_ref: dict, beta: float, lam: float, f
     for ax, key, color in ((ax1, "kl", COLORS["kl"]), (ax2, "gold", COLORS["reward"])):
         ax.plot(no_ref[key], color=color, label=r"no reference ($\beta = 0$)")
         ax.plot(with_ref[key], color=color, alpha=0.45, label=rf"reference penalty, $\beta$ = {beta:g}")
-        ax.set_xlabel(rf"iteration (step penalty $\lambda$ = {lam:g})")
+        ax.set_xlabel(rf"iteration (step penalty $\lambda$ = {step_penalty:g})")
         ax.legend(fontsize=8)
     ax1.set_ylabel(r"KL$(\pi_k \| \pi_{\mathrm{ref}})$")
     ax2.set_ylabel("gold reward")

@@ -58,9 +58,9 @@ def penalized_reward(rewards, logp, ref_logp, beta):
     return r - beta * pen
 
 
-def penalized_step(probs_old, advantages, lam):
-    """``pi_new = pi_old exp(A / lam) / Z``: the maximizer of ``E_pi[A] - lam KL(pi || pi_old)``."""
-    return optimal_policy(probs_old, advantages, lam)
+def penalized_step(probs_old, advantages, step_penalty):
+    """``pi_new = pi_old exp(A / step_penalty) / Z``: the maximizer of ``E_pi[A] - step_penalty KL(pi || pi_old)``."""
+    return optimal_policy(probs_old, advantages, step_penalty)
 
 
 def _hidden_rlhf_loss(rng) -> tuple[Case, ...]:
@@ -275,23 +275,25 @@ QUESTIONS = [
         id="03.penalized_step",
         kind="function",
         points=2,
-        title="the exact penalized update pi_old exp(A / lam) / Z",
+        title="the exact penalized update pi_old exp(A / step_penalty) / Z",
         reference=penalized_step,
         guards=("rlhf_course.questions.ex03.penalized_step", "rlhf_course.objective.optimal_policy"),
         hidden=_hidden_exp_tilt,
         cases=(
-            Case("the toolchain example: pi_ref=[.5,.3,.2], A=[1,0,-1], lam=1", ([0.5, 0.3, 0.2], [1.0, 0.0, -1.0], 1.0)),
+            Case("the toolchain example: pi_ref=[.5,.3,.2], A=[1,0,-1], step_penalty=1",
+                 ([0.5, 0.3, 0.2], [1.0, 0.0, -1.0], 1.0)),
             Case("a large weight barely moves", ([0.5, 0.3, 0.2], [1.0, 0.0, -1.0], 100.0)),
             Case("a constant advantage changes nothing", ([0.1, 0.6, 0.3], [2.0, 2.0, 2.0], 0.5)),
             Case("a zero stays zero", ([0.0, 0.5, 0.5], [5.0, 0.0, 1.0], 0.5),
                  hint="pi_old(y) = 0 gives pi_new(y) = 0: multiply, do not add."),
-            Case("large A / lam: compute in log space", ([0.5, 0.5], [1000.0, 0.0], 1.0), atol=1e-12,
-                 hint="exp(1000) overflows; subtract the maximum of log pi_old + A / lam before exponentiating."),
+            Case("large A / step_penalty: compute in log space", ([0.5, 0.5], [1000.0, 0.0], 1.0), atol=1e-12,
+                 hint="exp(1000) overflows; subtract the maximum of log pi_old + A / step_penalty "
+                      "before exponentiating."),
             Case("a batch of prompts", ([[0.5, 0.5], [0.2, 0.8]], [[1.0, 0.0], [0.0, 1.0]], 2.0)),
-            Case("lam = 0 is rejected", ([0.5, 0.5], [1.0, 0.0], 0.0), raises="ValueError",
-                 hint="lam must be > 0: raise ValueError otherwise."),
+            Case("step_penalty = 0 is rejected", ([0.5, 0.5], [1.0, 0.0], 0.0), raises="ValueError",
+                 hint="step_penalty must be > 0: raise ValueError otherwise."),
         ),
-        hint="log pi_new = log pi_old + A / lam - logsumexp(log pi_old + A / lam) over the last axis.",
+        hint="log pi_new = log pi_old + A / step_penalty - logsumexp(log pi_old + A / step_penalty) over the last axis.",
     ),
     choice("03.unstable_fix", "unstable, aggressive updates: the modification that constrains them", "unstable_fix",
           "D", {

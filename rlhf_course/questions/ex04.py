@@ -12,6 +12,7 @@ import numpy as np
 from .base import Case, Question, choice
 from ..objective import implicit_reward, log_partition, optimal_policy, optimal_value
 from . import draws
+from ..preference_models import bradley_terry_prob
 from .ex03 import _hidden_exp_tilt
 
 _REF, _R = [0.5, 0.3, 0.2], [1.0, 0.0, -1.0]  # the course's reference problem (TOOLCHAIN.md)
@@ -40,10 +41,6 @@ def _pi(ref, r, beta):
 
 def _logz(ref, r, beta):
     return np.asarray(log_partition(ref, r, beta)).tolist()
-
-
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
 
 
 _OVERFLOW = "exp(r / beta) overflows (or underflows) here: work in log space, subtract the largest " \
@@ -175,7 +172,7 @@ QUESTIONS = [
         points=1,
         title="a Bradley-Terry preference probability",
         name="p_a_over_b",
-        answer=_sigmoid(2.0 - 0.5),
+        answer=bradley_terry_prob(2.0, 0.5),
         rtol=1e-4,
         hint="P(a > b) = exp(r_a) / (exp(r_a) + exp(r_b)) = sigmoid(r_a - r_b).",
     ),
@@ -197,7 +194,7 @@ QUESTIONS = [
         points=2,
         title="a preference probability from pi* and pi_ref alone (Z cancels)",
         name="p_from_policy",
-        answer=_sigmoid(0.5 * math.log(0.6 / 0.3) - 0.5 * math.log(0.1 / 0.2)),
+        answer=bradley_terry_prob(0.5 * math.log(0.6 / 0.3), 0.5 * math.log(0.1 / 0.2)),
         rtol=1e-4,
         hint="r(y) = beta log(pi*(y) / pi_ref(y)) + beta log Z; in r(a) - r(b) the unknown beta log Z cancels.",
     ),

@@ -14,6 +14,7 @@ import numpy as np
 
 from .base import Case, Question, choice
 from . import draws
+from ..preference_models import plackett_luce_nll
 
 
 def dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, beta):
@@ -61,11 +62,8 @@ def _hidden_implicit_reward(rng) -> tuple[Case, ...]:
 
 
 def _pl_probability(scores, order) -> float:
-    s = [scores[i] for i in order]
-    p = 1.0
-    for k in range(len(s) - 1):
-        p *= math.exp(s[k]) / sum(math.exp(v) for v in s[k:])
-    return p
+    ranked = np.asarray(scores, dtype=np.float64)[list(order)][None]
+    return float(np.exp(-plackett_luce_nll(ranked)[0]))
 
 
 _PL_BETA = 0.5
