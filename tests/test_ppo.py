@@ -86,12 +86,17 @@ def _tiny_trainer(beta=0.0, seed=0, **kw):
     return PPOTrainer(cfg, policy, reference, scores, prompts, eos_id=3, pad_id=0)
 
 
+def _batch(t, tokens, mask):
+    """Steps 2-4 of an iteration: score, rewards, advantages."""
+    return t.advantages(t.rewards(t.score(tokens, mask)))
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.3])
 def test_the_score_lands_on_the_last_real_token(beta):
     """The token that completed the response (its <eos>, or its last token when cut off) gets the score."""
     t = _tiny_trainer(beta)
     tokens, mask = t.rollout()
-    b = t.score(tokens, mask)
+    b = _batch(t, tokens, mask)
     last = last_token_index(mask)
     lengths = mask.sum(1).long()
     resp = tokens[:, 4:]
@@ -99,42 +104,43 @@ def test_the_score_lands_on_the_last_real_token(beta):
     assert ended.any() and (~ended).any()  # both kinds occur in this batch
     assert (lengths[~ended] == 10).all()  # cut off at max_new_tokens
     score = torch.arange(1, 33, dtype=torch.float32)
-    penalty = -beta * (b["old_logp"] - b["ref_logp"]) * mask
-    bonus = b["rewards"] - penalty
+    penalty = -beta * (b.old_logp - b.ref_logp) * mask
+    bonus = b.rewards - penalty
     expected = torch.zeros_like(bonus)
     expected[torch.arange(32), last] = score
     assert torch.allclose(bonus, expected, atol=1e-5)
-    assert (b["rewards"][mask == 0] == 0).all()
+    assert (b.rewards[mask == 0] == 0).all()
 
 
 def test_losses_advantages_and_rewards_do_not_depend_on_padding():
     t = _tiny_trainer(0.1)
     tokens, mask = t.rollout()
-    t.update(t.score(tokens, mask))  # move the policy away from the reference so that every term is nonzero
+    t.update(_batch(t, tokens, mask))  # move the policy away from the reference so that every term is nonzero
     tokens, mask = t.rollout()
-    b = t.score(tokens, mask)
+    b = _batch(t, tokens, mask)
     extra = 6
     tokens2 = torch.cat([tokens, torch.zeros(32, extra, dtype=torch.long)], 1)
     mask2 = torch.cat([mask, torch.zeros(32, extra)], 1)
-    b2 = t.score(tokens2, mask2)
+    b2 = _batch(t, tokens2, mask2)
     real = mask.bool()
     for k in ("rewards", "advantages", "returns", "old_logp", "old_values"):
-        assert torch.allclose(b[k][real], b2[k][:, :mask.shape[1]][real], atol=1e-5), k
-        assert (b2[k][:, mask.shape[1]:] == 0).all(), k
+        x, x2 = getattr(b, k), getattr(b2, k)
+        assert torch.allclose(x[real], x2[:, :mask.shape[1]][real], atol=1e-5), k
+        assert (x2[:, mask.shape[1]:] == 0).all(), k
     idx = torch.arange(32)
-    loss, pg, vf, _, _, ent = t.loss(b, idx)
+    loss, st = t.loss(b, idx)
     # padding filled with junk that must never be read
-    b3 = dict(b2)
-    for k in ("old_logp", "advantages", "returns", "old_values"):
-        b3[k] = torch.where(mask2.bool(), b2[k], torch.full_like(b2[k], 123.0))
-    loss3, pg3, vf3, _, _, ent3 = t.loss(b3, idx)
-    assert torch.allclose(loss, loss3, atol=1e-6) and torch.allclose(pg, pg3, atol=1e-6)
-    assert torch.allclose(vf, vf3, atol=1e-6) and ent == pytest.approx(ent3, abs=1e-6)
+    b3 = replace(b2, **{k: torch.where(mask2.bool(), getattr(b2, k), torch.full_like(getattr(b2, k), 123.0))
+                        for k in ("old_logp", "advantages", "returns", "old_values")})
+    loss3, st3 = t.loss(b3, idx)
+    assert torch.allclose(loss, loss3, atol=1e-6)
+    for k in ("policy_loss", "value_loss", "entropy"):
+        assert torch.allclose(st[k], st3[k], atol=1e-6), k
 
 
 def test_adaptive_beta_moves_toward_the_target():
     t = _tiny_trainer(0.5, target_kl=1e-4, kl_horizon=100.0, lr=3e-3)
-    betas = [t.step()["beta"] for _ in range(4)]
+    betas = [t.step().beta for _ in range(4)]
     assert t.kl_ctl.beta > betas[0]  # observed KL above the tiny target: beta grows
 
 
@@ -172,7 +178,7 @@ def test_cli_reports_bad_values_and_refuses_a_stage_made_otherwise(pipeline, cap
 
 
 def test_gao_fit_recovers_the_functional_form():
-    from rlhf_course.ppo import gao_rl_curve, gao_rl_fit
+    from rlhf_course.pipeline import gao_rl_curve, gao_rl_fit
 
     kl = np.linspace(0.0, 60.0, 50)
     gain = gao_rl_curve(kl ** 0.5, 0.8, 0.5)
@@ -209,7 +215,7 @@ def test_minibatches_and_a_separate_value_model():
     """The other code paths of the update: several minibatches per epoch; a value model of its own."""
     t = _tiny_trainer(0.1, minibatches=4, lr=3e-3)
     b = t.step()
-    assert math.isfinite(b["stats"]["value_loss"]) and b["stats"]["approx_kl"] > 0
+    assert math.isfinite(b.stats["value_loss"]) and b.stats["approx_kl"] > 0
     torch.manual_seed(0)
     policy = GPT(replace(t.reference.cfg, value_head=False))
     policy.load_state_dict(t.reference.state_dict())
@@ -218,7 +224,7 @@ def test_minibatches_and_a_separate_value_model():
     t2 = PPOTrainer(cfg, policy, t.reference, t.reward_fn, t.prompts, eos_id=3, pad_id=0, value_model=value_model)
     before = value_model.value_head.weight.detach().clone()
     b2 = t2.step()
-    assert (b2["old_values"] == 0).all()  # the value model's zero-initialized head
+    assert (b2.old_values == 0).all()  # the value model's zero-initialized head
     assert not torch.equal(before, value_model.value_head.weight)  # and it is trained
     with pytest.raises(ValueError, match="value head"):
         PPOTrainer(cfg, policy, t.reference, t.reward_fn, t.prompts, eos_id=3, pad_id=0)
@@ -227,17 +233,27 @@ def test_minibatches_and_a_separate_value_model():
 # -- host-device sync audit: the sync-free paths compute exactly what the checked ones do ----------------
 
 
-def test_sync_free_minibatch_loss_equals_the_checked_loss_bit_for_bit():
-    """`_minibatch_loss` (used by the update) against `loss` (rl.clipped_policy_loss / clipped_value_loss)."""
+def test_trainer_loss_equals_the_checked_rl_losses_bit_for_bit():
+    """`PPOTrainer.loss` (sync-free, used by the update) against rl.clipped_policy_loss / clipped_value_loss."""
+    from rlhf_course.gpt import response_logprobs
+    from rlhf_course.rl import clipped_policy_loss, clipped_value_loss, masked_mean
+
     t = _tiny_trainer(0.1, lr=3e-3)
-    b = t.score(*t.rollout())
+    b = _batch(t, *t.rollout())
     t.update(b)  # the policy has moved since b was scored: ratios, clipping and value errors all nontrivial
+    t.policy.train()
     for idx in (torch.arange(32), torch.randperm(32, generator=torch.Generator().manual_seed(1))[:8]):
-        loss, pg, vf, pg_stats, vf_stats, ent = t.loss(b, idx)
-        loss2, row = t._minibatch_loss(b, idx)
-        assert torch.equal(loss, loss2)
-        want = [pg.item(), vf.item(), pg_stats["clipfrac"], pg_stats["approx_kl"], vf_stats["vf_clipfrac"], ent]
-        assert row.tolist() == want
+        loss, st = t.loss(b, idx)
+        m = b.mask[idx]
+        logp, values, ent = response_logprobs(t.policy, b.tokens[idx], 4, 1.0, with_entropy=True)
+        logp, values = (torch.where(m.bool(), x, torch.zeros_like(x)) for x in (logp, values))
+        pg, pg_stats = clipped_policy_loss(logp, b.old_logp[idx], b.advantages[idx], m, t.cfg.clip_eps)
+        vf, vf_stats = clipped_value_loss(values, b.old_values[idx], b.returns[idx], m, t.cfg.vf_clip_eps)
+        assert torch.equal(loss, pg + t.cfg.vf_coef * vf)
+        got = {k: v.item() for k, v in st.items()}
+        assert got == {"policy_loss": pg.item(), "value_loss": vf.item(), "clipfrac": pg_stats["clipfrac"],
+                       "approx_kl": pg_stats["approx_kl"], "vf_clipfrac": vf_stats["vf_clipfrac"],
+                       "entropy": masked_mean(ent, m).item()}
     assert pg_stats["approx_kl"] > 0 and pg_stats["clipfrac"] > 0
 
 
@@ -267,7 +283,7 @@ def test_ppo_losses_equal_rl_functions_on_random_inputs():
 
 
 def test_distinct_share_equals_a_loop_over_rows():
-    from rlhf_course.ppo import _distinct_share
+    from rlhf_course.pipeline import _distinct_share
 
     rng = np.random.default_rng(0)
     resp = rng.integers(0, 7, size=(200, 12))
