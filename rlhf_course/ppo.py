@@ -13,7 +13,7 @@ One iteration, following the published implementation details of RLHF with PPO (
    token, the score on the **last real token** of the response (its ``<eos>``, or its last token when it
    was cut off), the action that completed what the reward model judged (:func:`rl.kl_penalized_rewards`).
    Optionally the rewards are whitened (scaled to unit variance, mean kept).
-4. **Advantages.** GAE with ``gamma``, ``lambda`` over each response, value 0 after its end
+4. **Advantages.** GAE with ``gamma`` and ``lam`` (GAE's lambda) over each response, value 0 after its end
    (:func:`rl.gae`); advantages whitened over the batch's real tokens.
 5. **Update.** ``ppo_epochs`` passes over the batch in ``minibatches`` shuffled minibatches: the clipped
    policy loss plus ``vf_coef`` times the clipped value loss (:func:`rl.clipped_policy_loss`,
