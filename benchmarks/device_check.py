@@ -57,7 +57,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from rlhf_course import grpo, ppo  # noqa: E402
+from rlhf_course import grpo, pipeline, ppo  # noqa: E402
 from rlhf_course.device import autocast_dtype, precision  # noqa: E402
 from rlhf_course.gpt import GPT, count_parameters  # noqa: E402
 from rlhf_course.ppo import PRESETS, PPOTrainer, RunInterrupted, train_ppo  # noqa: E402
@@ -128,9 +128,9 @@ def first_iteration(rep: Report, sft_dir: Path, rm_dir: Path, device: torch.devi
         rep.check(tokens.shape == tokens_d.shape and float(same_rows) >= 0.9,
                   f"rollout tokens: {float(same_rows):.0%} of rows identical (>= 90%: a near tie may flip)")
         # score and update the CPU's batch on both devices, from the same random stream
-        b_c = t_cpu.score(tokens, mask)
-        b_d = t_dev.score(tokens.to(device), mask.to(device))
-        worst = {k: float((b_c[k].float() - b_d[k].float().cpu()).abs().max())
+        b_c = t_cpu.advantages(t_cpu.rewards(t_cpu.score(tokens, mask)))
+        b_d = t_dev.advantages(t_dev.rewards(t_dev.score(tokens.to(device), mask.to(device))))
+        worst = {k: float((getattr(b_c, k).float() - getattr(b_d, k).float().cpu()).abs().max())
                  for k in ("old_logp", "ref_logp", "old_values", "score", "rewards", "advantages", "returns")}
         k_worst = max(worst, key=worst.get)
         rep.check(worst[k_worst] <= SCORE_TOL, f"scoring: largest difference {worst[k_worst]:.2e} ({k_worst}), "
@@ -329,7 +329,7 @@ def time_full_ppo(rep: Report, device: torch.device, iterations: int, warmup: in
         sync(device)
         t0 = time.perf_counter()
         b = t.step()
-        rec = ppo._metrics(i, t.cfg, world, b, P)  # the iteration as train_ppo runs it, metrics included
+        rec = pipeline._metrics(i, t.cfg, world, b, P)  # the iteration as train_ppo runs it, metrics included
         sync(device)
         dt = time.perf_counter() - t0
         if i == 0:
@@ -338,8 +338,8 @@ def time_full_ppo(rep: Report, device: torch.device, iterations: int, warmup: in
         if bad:
             rep.check(False, f"full preset ({label}) iteration {i}: non-finite {bad}")
         if i >= warmup:
-            rows.append({**b["timings"], "iteration": dt, "tokens": float(b["mask"].sum()),
-                         "length": float(b["mask"].sum(1).float().mean())})
+            rows.append({**b.timings, "iteration": dt, "tokens": float(b.mask.sum()),
+                         "length": float(b.mask.sum(1).float().mean())})
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     # the update alone on the last batch: timed after a sync, and its matmul FLOPs counted
     upd = []

@@ -56,7 +56,9 @@ def main(argv=None) -> int:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= args.warmup:
-                times[name].append({**b["timings"], "episodes": b["mask"].shape[0]})
+                # GRPO's batch is a dict, PPO's a PPOBatch
+                timings, mask = (b["timings"], b["mask"]) if isinstance(b, dict) else (b.timings, b.mask)
+                times[name].append({**timings, "episodes": mask.shape[0]})
     med = statistics.median
     print(f"medians over {args.iterations} iterations (after {args.warmup} warm-up), 64 episodes each:")
     for name, ts in times.items():

@@ -114,7 +114,7 @@ def main(argv=None) -> int:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= args.warmup:
-                times[v].append({**b["timings"], "tokens": float(b["mask"].sum()), "episodes": b["mask"].shape[0]})
+                times[v].append({**b.timings, "tokens": float(b.mask.sum()), "episodes": b.mask.shape[0]})
     print(f"medians over {args.iterations} iterations per variant (after {args.warmup} warm-up):")
     med = lambda xs: statistics.median(xs)  # noqa: E731
     for v in variants:

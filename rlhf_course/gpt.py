@@ -28,7 +28,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .sequences import token_logprobs
 
 __all__ = ["GPTConfig", "GPT", "KVCache", "generate", "response_logprobs", "entropy_from_logits", "count_parameters"]
 
@@ -254,7 +253,7 @@ def generate(model: GPT, prompts: torch.Tensor, max_new_tokens: int, *, eos_id: 
         u = u.pin_memory().to(device, non_blocking=True) if overlap else u.to(device)
         gumbel = -torch.log(-torch.log(u))
         tok = torch.argmax(next_logits / temperature + gumbel, dim=-1)
-        lp = token_logprobs(next_logits, tok, temperature)
+        lp = _token_logprobs(next_logits, tok, temperature)
         tok = torch.where(done, torch.full_like(tok, pad_id), tok)
         out[:, t] = tok
         logps[:, t] = torch.where(done, torch.zeros_like(lp), lp)
@@ -291,12 +290,32 @@ def response_logprobs(model: GPT, tokens: torch.Tensor, prompt_len: int, tempera
     (None unless asked). All ``(B, R)`` with ``R = tokens.shape[1] - prompt_len``. No loop over tokens.
     """
     temperature = _check_temperature(temperature)
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2:
+        raise ValueError(f"tokens must be a (B, T) tensor of token ids, got {getattr(tokens, 'shape', type(tokens))}")
+    if not 1 <= prompt_len < tokens.shape[1]:
+        raise ValueError(f"prompt_len must be in [1, {tokens.shape[1]}) (a response after it), got {prompt_len!r}")
+    if tokens.numel() and not (0 <= int(tokens.min()) and int(tokens.max()) < model.cfg.vocab_size):
+        raise ValueError(f"tokens must be ids in [0, {model.cfg.vocab_size}), got values from {int(tokens.min())} "
+                         f"to {int(tokens.max())}")
+    return _response_logprobs(model, tokens, prompt_len, temperature, with_entropy)
+
+
+def _response_logprobs(model: GPT, tokens: torch.Tensor, prompt_len: int, temperature: float = 1.0,
+                       with_entropy: bool = False):
+    """:func:`response_logprobs` without its input checks (they read values back to the host, a sync per
+    call on a GPU): the trainers' inner loops, whose tokens they sampled themselves."""
     logits, values = model(tokens)
     logits = logits[:, prompt_len - 1:-1]
-    logp = token_logprobs(logits, tokens[:, prompt_len:], temperature)
+    logp = _token_logprobs(logits, tokens[:, prompt_len:], temperature)
     vals = values[:, prompt_len - 1:-1] if values is not None else None
     ent = entropy_from_logits(logits, temperature) if with_entropy else None
     return logp, vals, ent
+
+
+def _token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """:func:`rlhf_course.sequences.token_logprobs` on torch tensors, the same operations (bitwise equal),
+    without its checks of the logits: those copy the ``(B, T, V)`` logits to numpy on every call."""
+    return torch.log_softmax(logits / temperature, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -42,10 +42,11 @@ import numpy as np
 import torch
 
 from .device import pick_device
-from .gpt import GPT, generate, response_logprobs
+from .gpt import GPT, _response_logprobs, generate
 from .kl import masked_log_ratio
 from .loop import RunInterrupted, run_iterations, write_summary
-from .ppo import _masked, _to_device, judge, prepare_run
+from .pipeline import judge, prepare_run
+from .ppo import _masked, _to_device
 from .reward_model import PRESETS as RM_PRESETS
 from .reward_model import RewardModelConfig, ensure_reward_model
 from .rl import AGGREGATIONS, KL_ESTIMATORS, aggregate_loss, group_advantages, kl_loss_terms, masked_mean
@@ -231,11 +232,11 @@ class GRPOTrainer:
     def score(self, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
         cfg, P = self.cfg, self.prompts.shape[1]
         with autocast(self.device):
-            ref_logp, _, _ = response_logprobs(self.reference, tokens, P, cfg.temperature)
+            ref_logp, _, _ = _response_logprobs(self.reference, tokens, P, cfg.temperature)
             score = self.reward_fn(tokens, mask, P).float()
             # the sampling policy's log-probabilities: needed before the update only off-policy or for the
             # KL in the reward; on-policy the update's own forward pass provides them (detached)
-            old_logp = (response_logprobs(self.policy, tokens, P, cfg.temperature)[0]
+            old_logp = (_response_logprobs(self.policy, tokens, P, cfg.temperature)[0]
                         if not cfg.on_policy or cfg.kl == "reward" else None)
         ref_logp = _masked(ref_logp.float(), mask)
         reward = score
@@ -265,7 +266,7 @@ class GRPOTrainer:
                 idx = perm[i:i + mb]
                 m = b["mask"][idx]
                 with autocast(self.device):
-                    logp, _, entropy = response_logprobs(self.policy, b["tokens"][idx], P, cfg.temperature,
+                    logp, _, entropy = _response_logprobs(self.policy, b["tokens"][idx], P, cfg.temperature,
                                                          True)
                 logp = _masked(logp.float(), m)
                 old = b["old_logp"][idx] if b["old_logp"] is not None else logp.detach()
@@ -341,6 +342,7 @@ def _metrics(step: int, cfg: GRPOConfig, world: World, b: dict, P: int) -> dict:
         "completions/mean_length": float(lengths.mean()), "completions/clipped_ratio": 1.0 - finished,
         "clip_ratio/region_mean": st["clip_ratio"], "entropy": st["entropy"], "kl_token_k3": st["kl_token_k3"],
         "samples": samples,
+        **b["timings"],
     }
 
 

@@ -2,9 +2,10 @@
 bar, one line of ``metrics.jsonl`` each, a checkpoint every ``checkpoint_every`` iterations, exact resume.
 
 A trainer provides ``step() -> batch``, ``state_dict()`` and ``load_state_dict(state)``; the stage provides
-``metrics(step, batch) -> dict``. A run killed at any moment and started again with ``resume=True`` drops
-the metric lines logged after its last checkpoint and continues from that checkpoint: on the CPU the
-continued run is bit for bit the run that never stopped (the checkpoint holds the random streams too).
+``metrics(step, batch) -> dict`` (the batch's timings included). A run killed at any moment and started again
+with ``resume=True`` drops the metric lines logged after its last checkpoint and continues from that
+checkpoint: on the CPU the continued run is bit for bit the run that never stopped (the checkpoint holds the
+random streams too).
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def refuse_or_check(out: Path, cfg, what: str, resume: bool) -> None:
         check_same_config(out / "config.json", cfg, what)
 
 
-def run_iterations(trainer, metrics: Callable[[int, dict], dict], out: Path, iterations: int,
+def run_iterations(trainer, metrics: Callable[[int, object], dict], out: Path, iterations: int,
                    checkpoint_every: int, *, desc: str, resume: bool = False, progress: bool = True,
                    stop_after: int | None = None) -> tuple[float, list[dict]]:
     """Run ``trainer.step()`` until ``iterations``; returns ``(seconds of training, the metric records)``.
@@ -56,7 +57,7 @@ def run_iterations(trainer, metrics: Callable[[int, dict], dict], out: Path, ite
         b = trainer.step()
         record = metrics(step, b)
         seconds += time.perf_counter() - t0
-        record.update(b["timings"], seconds=seconds)
+        record["seconds"] = seconds
         append_jsonl(metrics_path, record)
         bar.set_postfix(proxy=f"{record['proxy']:.2f}", gold=f"{record['gold']:.2f}", kl=f"{record['kl']:.2f}")
         last = step == iterations - 1

@@ -6,9 +6,10 @@ probability of the *gold* reward,
     P(y_a preferred to y_b | x) = sigmoid((gold(x, y_a) - gold(x, y_b)) / tau),
 
 so close pairs are labelled nearly at random and the labels are noisy, as human labels are. The reward
-model, a tiny GPT trunk (initialized from the reference model) with a scalar head read at the response's last
-real token (its ``<eos>``, or its last token when it was cut off), is trained by minimizing the
-Bradley-Terry loss ``-log sigmoid(r(x, y_chosen) - r(x, y_rejected))``. After training its scores are
+model, a tiny GPT trunk (initialized from the reference model) with a scalar head on every response token whose
+outputs are summed over the response's real tokens (``pooling="sum"``, the default; ``"last"`` reads the head
+at the last real token only, its ``<eos>`` or its last token when it was cut off; ``"mean"`` averages), is
+trained by minimizing the Bradley-Terry loss ``-log sigmoid(r(x, y_chosen) - r(x, y_rejected))``. After training its scores are
 shifted and scaled to mean 0 and standard deviation 1 on the reference model's samples (a detail of the
 published implementations: the policy's rewards start on a known scale).
 
@@ -49,8 +50,12 @@ POOLINGS = ("last", "mean", "sum")
 
 
 class RewardModel(nn.Module):
-    """``r(x, y)``: a GPT trunk, a linear head on the hidden state of the response's last real token, and a
-    fixed affine normalization ``gain * raw + bias`` set after training."""
+    """``r(x, y)``: a GPT trunk, a linear head ``w . h_t + c`` pooled over the response, and a fixed affine
+    normalization ``gain * raw + bias`` set after training.
+
+    ``pooling``: ``"last"``, the head at the response's last real token; ``"sum"``, ``sum_t m_t (w . h_t + c)``
+    over its real tokens (the default of :class:`RewardModelConfig`); ``"mean"``, that sum over the length.
+    The constructor's default ``"last"`` is what a saved model without a ``pooling`` entry was trained with."""
 
     def __init__(self, cfg: GPTConfig, pooling: str = "last"):
         super().__init__()
@@ -82,7 +87,8 @@ class RewardModel(nn.Module):
 @dataclass(frozen=True)
 class RewardModelConfig:
     """Preference data (pairs sampled from the reference model, labels from the gold reward with noise
-    ``label_temperature``) and Bradley-Terry training."""
+    ``label_temperature``) and Bradley-Terry training. ``pooling`` is how the head's per-token outputs make one
+    score (:class:`RewardModel`): summed over the response's real tokens by default."""
 
     n_pairs: int = 6000
     eval_pairs: int = 1000

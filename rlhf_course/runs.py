@@ -7,21 +7,19 @@ moment leaves either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from .device import autocast_dtype
 
 __all__ = ["make_run_dir", "write_json", "read_json", "append_jsonl", "read_jsonl", "truncate_jsonl",
-           "save_atomic", "autocast", "grad_scaler", "config_dict", "check_same_config", "Stopwatch"]
+           "save_atomic", "autocast", "grad_scaler", "config_dict", "check_same_config"]
 
 
 def make_run_dir(path: str | os.PathLike) -> Path:
@@ -136,18 +134,3 @@ def check_same_config(path: Path, cfg: Any, what: str) -> None:
         diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
         raise ValueError(f"{path.parent} holds a {what} made with another configuration (differs in: "
                          f"{', '.join(diff)}); use another output folder, or remove that one")
-
-
-class Stopwatch:
-    """Wall time of named phases, summed over a run: ``with sw("rollout"): ...``."""
-
-    def __init__(self):
-        self.totals: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        t = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - t
