@@ -57,7 +57,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from rlhf_course import grpo, pipeline, ppo  # noqa: E402
+from rlhf_course import grpo, ppo  # noqa: E402
 from rlhf_course.device import autocast_dtype, precision  # noqa: E402
 from rlhf_course.gpt import GPT, count_parameters  # noqa: E402
 from rlhf_course.ppo import PRESETS, PPOTrainer, RunInterrupted, train_ppo  # noqa: E402
@@ -329,7 +329,7 @@ def time_full_ppo(rep: Report, device: torch.device, iterations: int, warmup: in
         sync(device)
         t0 = time.perf_counter()
         b = t.step()
-        rec = pipeline._metrics(i, t.cfg, world, b, P)  # the iteration as train_ppo runs it, metrics included
+        rec = ppo._metrics(i, t.cfg, world, b, P)  # the iteration as train_ppo runs it, metrics included
         sync(device)
         dt = time.perf_counter() - t0
         if i == 0:

@@ -14,7 +14,7 @@ COMMANDS = {
     "gradescope-bundle": ("rlhf_course.grading.gradescope", "write the autograder zip to upload to Gradescope"),
     "sft": ("rlhf_course.sft", "chapter 6, stage 1: train the reference model on the synthetic review language"),
     "reward-model": ("rlhf_course.reward_model", "chapter 6, stage 2: train the proxy reward model on noisy preferences"),
-    "ppo": ("rlhf_course.pipeline", "chapter 6: PPO with a KL penalty (runs the missing stages first)"),
+    "ppo": ("rlhf_course.ppo", "chapter 6: PPO with a KL penalty (runs the missing stages first)"),
     "grpo": ("rlhf_course.grpo", "critic-free policy optimization (GRPO, Dr. GRPO, RLOO) on the tiny LM"),
     "export": ("rlhf_course.hf", "write a run's model as a Hugging Face Transformers folder (needs the hf extra)"),
 }

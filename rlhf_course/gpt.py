@@ -29,7 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-__all__ = ["GPTConfig", "GPT", "KVCache", "generate", "response_logprobs", "entropy_from_logits", "count_parameters"]
+__all__ = ["GPTConfig", "GPT", "KVCache", "generate", "response_logprobs", "entropy_from_logits", "count_parameters",
+           "CausalSelfAttention", "MLP", "Block"]
 
 BANNED_LOGIT = -1e9  # finite, so that p log p is 0 rather than NaN for banned tokens
 

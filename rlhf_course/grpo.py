@@ -45,18 +45,19 @@ from .device import pick_device
 from .gpt import GPT, _response_logprobs, generate
 from .kl import masked_log_ratio
 from .loop import RunInterrupted, run_iterations, write_summary
-from .pipeline import judge, prepare_run
-from .ppo import _masked, _to_device
+from .ppo import judge, prepare_run
+from .ppo_trainer import _masked, _to_device
 from .reward_model import PRESETS as RM_PRESETS
 from .reward_model import RewardModelConfig, ensure_reward_model
 from .rl import AGGREGATIONS, KL_ESTIMATORS, aggregate_loss, group_advantages, kl_loss_terms, masked_mean
-from .runs import autocast, check_same_config, grad_scaler, make_run_dir, read_json
+from .runs import autocast, check_same_config, grad_scaler, make_run_dir, read_json, scaled_step
 from .sft import PRESETS as SFT_PRESETS
 from .sft import SFTConfig, load_model
 from .world import World
 
 __all__ = ["GRPOConfig", "GRPO_PRESETS", "GRPOTrainer", "grpo_loss", "train_grpo", "run_grpo_pipeline",
-           "grpo_run_name", "KL_PLACEMENTS", "RunInterrupted"]
+           "grpo_run_name", "KL_PLACEMENTS", "RunInterrupted",
+           "GRPOPreset", "add_arguments", "run"]
 
 KL_PLACEMENTS = ("reward",) + KL_ESTIMATORS  # where the KL goes: in the reward (k1), or in the loss
 
@@ -275,12 +276,7 @@ class GRPOTrainer:
                 loss, st = grpo_loss(logp, old, b["ref_logp"][idx], b["advantages"][idx], m,
                                      clip_eps=cfg.clip_eps, beta=cfg.beta, kl=cfg.kl, loss_agg=cfg.loss_agg,
                                      max_len=cfg.max_new_tokens)
-                self.opt.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.unscale_(self.opt)
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
-                self.scaler.step(self.opt)
-                self.scaler.update()
+                scaled_step(loss, self.opt, self.scaler, self.policy.parameters(), cfg.max_grad_norm)
                 stats.append(torch.stack([loss.detach().float(), st["pg_loss"].float(), st["clip_ratio"].float(),
                                           st["kl_token_k3"].float(), masked_mean(entropy.detach(), m).float()]))
         if b["old_logp"] is None:

@@ -41,7 +41,8 @@ from .world import BOS, EOS, PAD, Tokenizer
 
 __all__ = ["gpt2_config", "to_transformers", "from_transformers", "to_transformers_value",
            "to_transformers_reward", "from_transformers_reward", "RewardModelHFConfig", "GPT2RewardModel",
-           "to_transformers_tokenizer", "banned_mass", "export"]
+           "to_transformers_tokenizer", "banned_mass", "export",
+           "add_arguments", "run"]
 
 # GPT-2's Conv1D layers, whose weights are stored transposed relative to nn.Linear
 _CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")

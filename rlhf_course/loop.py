@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from .runs import append_jsonl, check_same_config, read_jsonl, save_atomic, truncate_jsonl, write_json
 
-__all__ = ["RunInterrupted", "refuse_or_check", "run_iterations"]
+__all__ = ["RunInterrupted", "refuse_or_check", "run_iterations",
+           "write_summary"]
 
 
 class RunInterrupted(RuntimeError):

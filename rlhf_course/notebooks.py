@@ -24,6 +24,8 @@ from pathlib import Path
 
 import nbformat
 
+from .paths import repo_root
+
 NB_VERSION = 4
 COLAB_TAG = "colab-setup"
 # The Colab cell runs first on Colab but is plumbing to a reader of the site: myst-nb leaves a cell tagged
@@ -37,15 +39,6 @@ _END = re.compile(r"^\s*#\s*END SOLUTION\s*$")
 _LINE = re.compile(r"^(\s*)(.*?)\s*#\s*SOLUTION\s*$")
 _ASSIGN = re.compile(r"^([A-Za-z_][\w\.\[\]'\", ]*?\s*=)(?!=)")
 _MD_SOLUTION = re.compile(r"<!--\s*BEGIN SOLUTION\s*-->.*?<!--\s*END SOLUTION\s*-->\s*", re.S)
-
-
-def repo_root(start: Path | None = None) -> Path:
-    """The book root: the nearest folder upwards holding ``_config.yml``."""
-    here = (start or Path.cwd()).resolve()
-    for d in (here, *here.parents):
-        if (d / "_config.yml").is_file():
-            return d
-    raise FileNotFoundError(f"no _config.yml in {here} or above: run this from the course repository")
 
 
 def repository_url(root: Path) -> str:

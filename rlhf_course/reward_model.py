@@ -36,14 +36,15 @@ from .device import pick_device
 from .gpt import GPT, GPTConfig, generate
 from .rl import last_token_index
 from .runs import (append_jsonl, autocast, check_same_config, config_dict, grad_scaler, make_run_dir, read_json,
-                   save_atomic, write_json)
+                   save_atomic, scaled_step, write_json)
 from .sft import PRESET_NAMES
 from .sft import PRESETS as SFT_PRESETS
 from .sft import SFTConfig, ensure_sft, load_model
 from .world import World
 
 __all__ = ["RewardModel", "RewardModelConfig", "PRESETS", "train_reward_model", "load_reward_model",
-           "ensure_reward_model", "sample_responses"]
+           "ensure_reward_model", "sample_responses",
+           "gold_of", "score_batched", "add_arguments", "run"]
 
 
 POOLINGS = ("last", "mean", "sum")
@@ -205,12 +206,7 @@ def train_reward_model(cfg: RewardModelConfig, reference: GPT, out: str | Path, 
                 r = rm.raw(toks, masks, P)
             r_c, r_r = r[:len(idx)], r[len(idx):]
             loss = -F.logsigmoid(r_c - r_r).mean()
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
-            scaler.step(opt)
-            scaler.update()
+            scaled_step(loss, opt, scaler, rm.parameters(), 1.0)
             if step % 20 == 0:
                 append_jsonl(out / "metrics.jsonl", {"step": step, "epoch": epoch, "loss": loss.item(),
                                                      "accuracy": (r_c > r_r).float().mean().item()})

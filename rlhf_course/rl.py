@@ -79,10 +79,14 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
 def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
     """Normalize ``x`` to unit variance over the unmasked entries (and zero mean if ``shift_mean``).
 
-    Padded entries are returned as 0 so that they cannot leak into later sums.
+    Padded entries are returned as 0 so that they cannot leak into later sums. The variance is the unbiased
+    one; a single unmasked entry has no spread, its variance counts as 0 (it is whitened to 0, or left at its
+    value without the shift) instead of raising as :func:`masked_var` does.
     """
     mask = _check_mask(mask).to(x.dtype)
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    mean, n = masked_mean(x, mask), mask.sum()
+    # n / (n - 1) with n - 1 floored at 1: the same bits as masked_var(x, mask) for n >= 2
+    var = masked_var(x, mask, unbiased=False) * n / (n - 1).clamp(min=1)
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean

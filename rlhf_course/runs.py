@@ -19,7 +19,7 @@ import torch
 from .device import autocast_dtype
 
 __all__ = ["make_run_dir", "write_json", "read_json", "append_jsonl", "read_jsonl", "truncate_jsonl",
-           "save_atomic", "autocast", "grad_scaler", "config_dict", "check_same_config"]
+           "save_atomic", "autocast", "grad_scaler", "scaled_step", "config_dict", "check_same_config"]
 
 
 def make_run_dir(path: str | os.PathLike) -> Path:
@@ -117,6 +117,19 @@ def autocast(device: torch.device):
 def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
     """Loss scaling for float16 training on CUDA; a pass-through (disabled) scaler everywhere else."""
     return torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
+
+
+def scaled_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params,
+                max_grad_norm: float) -> None:
+    """One optimizer step on ``loss``: gradients zeroed, back-propagated through the (possibly disabled) loss
+    scaler, unscaled so that the norm is clipped to ``max_grad_norm`` on the true gradients, then stepped.
+    The scaler skips the step when float16 gradients overflowed, and adapts its scale."""
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    scaler.step(opt)
+    scaler.update()
 
 
 def config_dict(cfg: Any) -> dict:

@@ -23,10 +23,11 @@ from tqdm.auto import tqdm
 from .device import pick_device
 from .gpt import GPT, GPTConfig
 from .runs import (append_jsonl, autocast, check_same_config, config_dict, grad_scaler, make_run_dir, read_json,
-                   save_atomic, write_json)
+                   save_atomic, scaled_step, write_json)
 from .world import World
 
-__all__ = ["SFTConfig", "PRESETS", "model_config", "train_sft", "load_model", "ensure_sft", "world_kl"]
+__all__ = ["SFTConfig", "PRESETS", "model_config", "train_sft", "load_model", "ensure_sft", "world_kl",
+           "lm_loss", "sequence_logprob", "add_arguments", "run"]
 
 PRESET_NAMES = ("smoke", "default", "full")
 
@@ -166,12 +167,7 @@ def train_sft(cfg: SFTConfig, out: str | Path, device: str = "auto", world: Worl
         idx = torch.randint(0, corpus.shape[0], (cfg.batch_size,), generator=gen).to(dev)
         with autocast(dev):
             loss = lm_loss(model, corpus[idx], pad)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(opt)
-        scaler.update()
+        scaled_step(loss, opt, scaler, model.parameters(), 1.0)
         if step % 20 == 0 or step == cfg.steps - 1:
             append_jsonl(out / "metrics.jsonl", {"step": step, "loss": loss.item(), "lr": _lr(step, cfg)})
             bar.set_postfix(loss=f"{loss.item():.3f}")

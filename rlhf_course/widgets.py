@@ -17,7 +17,9 @@ from .distributions import _count, _scalar, discretized_gaussian
 from .plotting import (figure_png, plot_dpo_landscape, plot_optimal_policy_explorer, plot_penalty_explorer,
                        plot_surrogate)
 
-__all__ = ["penalty_explorer_state", "penalty_explorer", "EXPLORER_SAMPLE_SIZES"]
+__all__ = ["penalty_explorer_state", "penalty_explorer", "EXPLORER_SAMPLE_SIZES",
+           "optimal_policy_state", "optimal_policy_explorer", "surrogate_state", "surrogate_explorer",
+           "dpo_landscape_state", "dpo_landscape_explorer"]
 
 EXPLORER_SAMPLE_SIZES = tuple(2**j for j in range(11))  # 1, 2, 4, ..., 1024
 

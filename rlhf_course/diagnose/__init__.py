@@ -35,7 +35,8 @@ Only numpy is imported at module level: torch and matplotlib are imported by the
 so that the exercise's questions (``rlhf_course.questions.ex07``) can import this module in a light process.
 """
 from .chapter_runs import (PromptWorld, cached_ppo, cached_reward_model, cached_stages, chapter_configs,
-                           ranking_agreement, response_logprob_np, response_stats, runs_folder, sample_and_score)
+                           ranking_agreement, response_logprob_np, response_stats, sample_and_score)
+from ..paths import runs_folder  # where the chapter caches its runs
 from .dashboard import DASHBOARD, DEFAULT_DASHBOARD, plot_dashboard
 from .detectors import (ROLE_KEYS, Finding, detect_entropy_collapse, detect_kl_blowup, detect_oscillation,
                         detect_overoptimization, detect_update_spikes, diagnose, distinct_n, repetition_rate, smooth)

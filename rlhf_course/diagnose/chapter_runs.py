@@ -58,22 +58,6 @@ class PromptWorld:
         return getattr(self._world, name)
 
 
-def runs_folder(name: str = "ch07") -> Path:
-    """Where a chapter caches its runs: ``book/runs/NAME`` in the course repository (found from the working
-    folder, else from this package's location), or ``runs/NAME`` in the working folder outside it (Colab).
-    The folder gets a ``.gitignore`` of ``*`` when it is created, so runs never end up in git."""
-    from ..notebooks import repo_root
-
-    try:
-        return repo_root() / "book" / "runs" / name
-    except FileNotFoundError:
-        pass
-    here = Path(__file__).resolve().parents[2]  # rlhf_course/diagnose/ -> the repository
-    if (here / "_config.yml").is_file():
-        return here / "book" / "runs" / name
-    return Path("runs") / name
-
-
 def cached_stages(root: str | Path, configs: dict | None = None, progress: bool = False) -> dict:
     """``root/sft`` and ``root/reward_model`` for the chapter's configurations: reused when present with the
     same configuration, trained otherwise. Returns their paths."""

@@ -10,7 +10,7 @@ All three are re-exported here, so ``from rlhf_course import toy; toy.train(...)
 """
 from .problems import (
     TabularProblem, make_bandit, make_sequences, optimum, tv_distance, exact_summary, frontier, frontier_at,
-    beta_for_kl, forward_kl_optimum, exact_values, logits_of,
+    beta_for_kl, forward_kl_optimum, exact_values, logits_of, alternation_score, first_token_score,
 )
 from .config import (
     Config, FAST, FAST_ADAPTIVE, METHODS, SURROGATES, BASELINES, KL_ESTIMATORS,
@@ -23,5 +23,5 @@ __all__ = [
     "TabularProblem", "make_bandit", "make_sequences", "optimum", "tv_distance", "exact_summary", "frontier",
     "frontier_at", "beta_for_kl", "forward_kl_optimum", "exact_values", "logits_of", "Config", "FAST",
     "FAST_ADAPTIVE", "METHODS", "SURROGATES", "BASELINES", "KL_ESTIMATORS", "Run", "train",
-    "exact_objective_gradient", "gradient_estimates",
+    "exact_objective_gradient", "gradient_estimates", "alternation_score", "first_token_score",
 ]

@@ -40,7 +40,8 @@ from ..objective import optimal_policy
 
 __all__ = [
     "TabularProblem", "make_bandit", "make_sequences", "optimum", "tv_distance", "exact_summary", "frontier",
-    "frontier_at", "beta_for_kl", "forward_kl_optimum", "exact_values", "logits_of",
+    "frontier_at", "beta_for_kl", "forward_kl_optimum", "exact_values", "logits_of", "alternation_score",
+    "first_token_score",
 ]
 
 DTYPE = torch.float64
