@@ -8,7 +8,7 @@ Modules are named for what they hold, in layers whose imports only run down (CON
 * the math core: ``kl`` (the KL penalty and its estimators), ``distributions``, ``preference_models``
   (Bradley-Terry, Plackett-Luce), ``sequences`` (token log-probs, sequence penalties), ``bigrams`` (exact
   sequence KL), ``objective`` (the RLHF objective, the optimal policy, best-of-n), ``rl`` (advantages,
-  losses, their aggregation, KL controllers);
+  losses, their aggregation, KL controllers), ``scaling_laws`` (Gao et al.'s over-optimization fits);
 * models and trainers: ``gpt``, ``world`` (the synthetic language and its gold reward), ``sft``,
   ``reward_model``, ``ppo_trainer`` and ``ppo`` (PPO's trainer and chapter 6's pipeline), ``loop``, ``grpo``
   (critic-free), ``dpo`` and ``dpo_lm``, ``toy`` (enumerable problems), ``support_toy``, ``critic_free_toy``,

@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from .objective import best_of_n_kl_bound
+from .scaling_laws import gao_bon_curve, gao_bon_fit  # noqa: F401 (re-exported beside the data they fit)
 
 __all__ = ["order_statistic_weights", "expected_best_of_n", "gao_bon_fit", "gao_bon_curve", "lm_best_of_n"]
 
@@ -59,34 +60,6 @@ def expected_best_of_n(proxy, gold, ns=None) -> dict:
     gold_pp = gs @ W.T  # (prompts, len(ns))
     return {"n": ns, "kl": kl, "sqrt_kl": np.sqrt(kl),
             "proxy": (ps @ W.T).mean(0), "gold": gold_pp.mean(0), "gold_per_prompt": gold_pp}
-
-
-def gao_bon_fit(kl, gain) -> dict:
-    """Least-squares fit of ``R(d) = d (a - b d)``, ``d = sqrt(KL)``, to ``gain`` (gold minus its n=1 value).
-
-    Linear in ``(a, b)`` on the features ``d`` and ``-d^2``. Returns ``a``, ``b``, ``r2`` and the peak
-    ``d = a / (2 b)`` (infinite when ``b <= 0``).
-    """
-    kl = np.asarray(kl, dtype=np.float64)
-    gain = np.asarray(gain, dtype=np.float64)
-    if kl.shape != gain.shape or kl.ndim != 1 or kl.size < 2:
-        raise ValueError("kl and gain must be 1-D arrays of the same length (at least 2 points)")
-    if not (np.isfinite(kl).all() and np.isfinite(gain).all()):
-        raise ValueError("kl and gain must be finite")
-    d = np.sqrt(np.clip(kl, 0.0, None))
-    X = np.stack([d, -d * d], axis=1)
-    (a, b), *_ = np.linalg.lstsq(X, gain, rcond=None)
-    pred = X @ np.array([a, b])
-    ss = float(((gain - gain.mean()) ** 2).sum())
-    r2 = 1.0 - float(((gain - pred) ** 2).sum()) / ss if ss > 0 else float("nan")
-    peak = float(a / (2 * b)) if b > 0 else float("inf")
-    return {"a": float(a), "b": float(b), "r2": r2, "peak_d": peak}
-
-
-def gao_bon_curve(d, a: float, b: float) -> np.ndarray:
-    """``R(d) = d (a - b d)``."""
-    d = np.asarray(d, dtype=np.float64)
-    return d * (a - b * d)
 
 
 def lm_best_of_n(model, reward_model, world, n_prompts: int = 32, N: int = 64, seed: int = 0,

@@ -31,6 +31,7 @@ from .ppo_trainer import PPOBatch, PPOConfig, PPOTrainer
 from .reward_model import PRESETS as RM_PRESETS
 from .reward_model import RewardModel, RewardModelConfig, ensure_reward_model, load_reward_model
 from .runs import check_same_config, config_dict, make_run_dir, read_json, write_json
+from .scaling_laws import gao_rl_curve, gao_rl_fit  # noqa: F401 (re-exported: chapter 6 fits them here)
 from .sft import PRESET_NAMES
 from .sft import PRESETS as SFT_PRESETS
 from .sft import SFTConfig, load_model
@@ -225,37 +226,6 @@ def evaluate(model: GPT, reward_model: RewardModel, world: World, n: int = 256, 
     dec = world.tokenizer.decode
     return {"prompt": [dec(t[:P]) for t in toks], "text": [dec(t[P:]) for t in toks], "proxy": proxy,
             **judge(world, toks, lengths, P), "length": lengths, "tokens": tokens, "mask": mask, "prompt_len": P}
-
-
-def gao_rl_fit(kl, gain) -> dict:
-    """Fit Gao et al. (2022)'s functional form for RL, ``R(d) = d (a - b log d)`` with ``d = sqrt(KL)``.
-
-    ``gain`` is the gold reward minus its value at the reference (so ``R(0) = 0``). The form is linear in
-    ``(a, b)``: least squares on the features ``d`` and ``-d log d``. Returns ``a``, ``b``, ``r2``, and the
-    ``d`` where the fitted curve peaks, ``exp(a / b - 1)`` (infinite when ``b <= 0``: no peak).
-    """
-    kl = np.asarray(kl, dtype=np.float64)
-    gain = np.asarray(gain, dtype=np.float64)
-    if kl.shape != gain.shape or kl.ndim != 1 or kl.size < 2:
-        raise ValueError("kl and gain must be 1-D arrays of the same length (at least 2 points)")
-    if not (np.isfinite(kl).all() and np.isfinite(gain).all()):
-        raise ValueError("kl and gain must be finite")
-    d = np.sqrt(np.clip(kl, 0.0, None))
-    dlogd = np.where(d > 0, d * np.log(np.where(d > 0, d, 1.0)), 0.0)
-    X = np.stack([d, -dlogd], axis=1)
-    (a, b), *_ = np.linalg.lstsq(X, gain, rcond=None)
-    pred = X @ np.array([a, b])
-    ss = float(((gain - gain.mean()) ** 2).sum())
-    r2 = 1.0 - float(((gain - pred) ** 2).sum()) / ss if ss > 0 else float("nan")
-    peak = float(np.exp(a / b - 1.0)) if b > 0 else float("inf")
-    return {"a": float(a), "b": float(b), "r2": r2, "peak_d": peak,
-            "peak_gain": float(peak * (a - b * np.log(peak))) if np.isfinite(peak) else float("inf")}
-
-
-def gao_rl_curve(d, a: float, b: float) -> np.ndarray:
-    """``d (a - b log d)``, 0 at ``d = 0``."""
-    d = np.asarray(d, dtype=np.float64)
-    return np.where(d > 0, d * (a - b * np.log(np.where(d > 0, d, 1.0))), 0.0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def plot_gold_vs_sqrt_kl(bon: dict, bon_fit: dict | None, runs: dict, rl_fit: di
         ax_g.plot(dd, dd * (bon_fit["a"] - bon_fit["b"] * dd), "k--", lw=1.2,
                   label=rf"best-of-n fit $d\,({bon_fit['a']:.2f} - {bon_fit['b']:.2f}\,d)$")
     if rl_fit is not None:
-        from ..ppo import gao_rl_curve
+        from ..scaling_laws import gao_rl_curve
 
         ax_g.plot(dd, gao_rl_curve(dd, rl_fit["a"], rl_fit["b"]), ":", color=COLORS["optimal"], lw=1.6,
                   label=rf"RL fit $d\,({rl_fit['a']:.2f} - {rl_fit['b']:.2f} \log d)$")

@@ -29,7 +29,7 @@ def plot_proxy_vs_gold(clouds: dict, fig=None):
 def plot_overoptimization(runs: dict, fit: dict | None = None, fig=None):
     """Reward against ``d = sqrt(KL)`` along training, one colour per run (``runs`` maps a label to ``(kl,
     proxy_gain, gold_gain)`` arrays, rewards measured from the reference's). Left: the gold reward, with the
-    fitted ``d (a - b log d)`` of Gao et al. (2022) dashed (``fit`` from :func:`rlhf_course.ppo.gao_rl_fit`);
+    fitted ``d (a - b log d)`` of Gao et al. (2022) dashed (``fit`` from :func:`rlhf_course.scaling_laws.gao_rl_fit`);
     right: the proxy reward. A dot marks each run's last iteration."""
     import numpy as np
 
@@ -43,7 +43,7 @@ def plot_overoptimization(runs: dict, fit: dict | None = None, fig=None):
             ax.plot(d, y, color=color, lw=1.0, alpha=0.8, label=label)
             ax.plot(d[-1], np.asarray(y)[-1], "o", color=color, ms=5)
     if fit is not None:
-        from ..ppo import gao_rl_curve
+        from ..scaling_laws import gao_rl_curve
 
         dd = np.linspace(0, dmax, 200)
         ax_g.plot(dd, gao_rl_curve(dd, fit["a"], fit["b"]), "k--", lw=1.3,
