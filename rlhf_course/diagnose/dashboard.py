@@ -34,7 +34,7 @@ def plot_dashboard(runs: dict, keys: Sequence[str] | None = None, smooth_window:
     ``hlines`` maps a metric to a value drawn as a dashed line (a limit, a budget)."""
     import matplotlib.pyplot as plt
 
-    from ..plotting import COLORS
+    from ..plotting.style import COLORS
 
     if not runs:
         raise ValueError("runs is empty: give at least one run to plot")
