@@ -50,7 +50,7 @@ from .ppo_trainer import _masked, _to_device
 from .reward_model import PRESETS as RM_PRESETS
 from .reward_model import RewardModelConfig, ensure_reward_model
 from .rl import AGGREGATIONS, KL_ESTIMATORS, aggregate_loss, group_advantages, kl_loss_terms, masked_mean
-from .runs import autocast, check_same_config, grad_scaler, make_run_dir, read_json, scaled_step
+from .runs import adam, autocast, check_same_config, grad_scaler, make_run_dir, read_json, scaled_step
 from .sft import PRESETS as SFT_PRESETS
 from .sft import SFTConfig, load_model
 from .world import World
@@ -210,7 +210,7 @@ class GRPOTrainer:
         self.prompts, self.eos_id, self.pad_id = prompts, eos_id, pad_id
         self.device = prompts.device
         reference.eval().requires_grad_(False)
-        self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
+        self.opt = adam(policy.parameters(), cfg.lr, self.device)
         self.scaler = grad_scaler(self.device)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 

@@ -41,7 +41,7 @@ import torch
 from .gpt import GPT, _response_logprobs, generate
 from .rl import (AdaptiveKLController, FixedKLController, gae, kl_penalized_rewards, masked_mean, masked_var,
                  whiten)
-from .runs import autocast, grad_scaler, scaled_step
+from .runs import adam, autocast, grad_scaler, scaled_step
 
 __all__ = ["PPOConfig", "PPOBatch", "PPOTrainer"]
 
@@ -224,7 +224,7 @@ class PPOTrainer:
         self.device = prompts.device
         reference.eval().requires_grad_(False)
         self.params = list(policy.parameters()) + (list(value_model.parameters()) if value_model is not None else [])
-        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, eps=1e-5)
+        self.opt = adam(self.params, cfg.lr, self.device)
         self.scaler = grad_scaler(self.device)
         self.kl_ctl = (AdaptiveKLController(cfg.beta, cfg.target_kl, cfg.kl_horizon) if cfg.target_kl is not None
                        else FixedKLController(cfg.beta))
@@ -347,7 +347,8 @@ class PPOTrainer:
         """The policy's ``(logp, values, entropy)``; the values from the value model when there is one."""
         logp, values, entropy = self._logprobs(self.policy, tokens, P, self.cfg.temperature, with_entropy)
         if self.value_model is not None:
-            _, values, _ = self._logprobs(self.value_model, tokens, P, self.cfg.temperature)
+            # the trunk and the value head only: the value model's LM head and log-probs would be thrown away
+            values = self.value_model.values(self.value_model.hidden(tokens))[:, P - 1:-1]
         return logp, values, entropy
 
     # -- checkpoints ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 from .device import autocast_dtype
 
 __all__ = ["make_run_dir", "write_json", "read_json", "append_jsonl", "read_jsonl", "truncate_jsonl",
-           "save_atomic", "autocast", "grad_scaler", "scaled_step", "config_dict", "check_same_config"]
+           "save_atomic", "autocast", "grad_scaler", "adam", "scaled_step", "config_dict", "check_same_config"]
 
 
 def make_run_dir(path: str | os.PathLike) -> Path:
@@ -117,6 +117,14 @@ def autocast(device: torch.device):
 def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
     """Loss scaling for float16 training on CUDA; a pass-through (disabled) scaler everywhere else."""
     return torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
+
+
+def adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
+    """The trainers' Adam (``eps = 1e-5``, as in the PPO implementations the course follows). On CUDA the fused
+    kernel (one launch for all parameters instead of several per tensor). On the CPU the default kernel: the
+    fused one saves about 2 ms a step there (measured on the tiny GPT) but moves the weights in the last bits
+    (1e-7 after 20 steps), and the book's runs, bit-for-bit resumable, are computed with the default one."""
+    return torch.optim.Adam(params, lr=lr, eps=1e-5, fused=True if device.type == "cuda" else None)
 
 
 def scaled_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params,
