@@ -7,6 +7,7 @@ first chapters).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -223,3 +224,26 @@ def as_logits(logits, name: str):
     if np.isneginf(a).all(axis=-1).any():
         raise ValueError(f"{name} has a row that is -inf everywhere: no token is possible there")
     return logits
+
+
+# --- configuration dataclasses: a bad field raises ValueError naming ``Config.field`` and what it must be
+
+def check_config_ints(cfg, *names: str) -> None:
+    """Each field in ``names`` of the dataclass ``cfg`` is a positive integer (``bool`` is not)."""
+    for name in names:
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{type(cfg).__name__}.{name} must be a positive integer, got {v!r}")
+
+
+def check_config_number(cfg, name: str, lo: float | None = None, hi: float | None = None,
+                        lo_open: bool = False, hi_open: bool = False) -> None:
+    """The field ``name`` of ``cfg`` is a finite number in the interval from ``lo`` to ``hi`` (open ends where
+    ``lo_open``/``hi_open``; ``None`` for no bound)."""
+    v, where = getattr(cfg, name), f"{type(cfg).__name__}.{name}"
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{where} must be a finite number, got {v!r}")
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        raise ValueError(f"{where} must be {'>' if lo_open else '>='} {lo}, got {v!r}")
+    if hi is not None and (v > hi or (hi_open and v == hi)):
+        raise ValueError(f"{where} must be {'<' if hi_open else '<='} {hi}, got {v!r}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ._validate import check_count, check_positive_scalar
+from ._validate import check_config_ints, check_count, check_positive_scalar
 from .dpo import dpo_loss
 from .preference_models import bradley_terry_prob
 
@@ -51,10 +51,7 @@ class LMDPOConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("n_pairs", "epochs", "batch_size", "max_new_tokens", "eval_every", "eval_samples"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"LMDPOConfig.{name} must be a positive integer, got {v!r}")
+        check_config_ints(self, "n_pairs", "epochs", "batch_size", "max_new_tokens", "eval_every", "eval_samples")
         for name in ("beta", "lr", "max_grad_norm", "temperature", "label_temperature"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ._validate import check_config_ints
 
 __all__ = ["GPTConfig", "GPT", "KVCache", "generate", "response_logprobs", "entropy_from_logits", "count_parameters",
            "CausalSelfAttention", "MLP", "Block"]
@@ -48,10 +49,7 @@ class GPTConfig:
     banned_tokens: tuple[int, ...] = field(default_factory=tuple)
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {v!r}")
+        check_config_ints(self, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
         if self.n_embd % self.n_head:
             raise ValueError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         banned = tuple(int(t) for t in self.banned_tokens)

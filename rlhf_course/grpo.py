@@ -33,7 +33,6 @@ pipeline first (``DIR/sft``, ``DIR/reward_model``), then the GRPO run in ``DIR/g
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._validate import check_config_ints, check_config_number
 from .device import pick_device
 from .gpt import GPT, _response_logprobs, generate
 from .kl import masked_log_ratio
@@ -86,11 +86,8 @@ class GRPOConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("iterations", "n_prompts", "group_size", "max_new_tokens", "ppo_epochs", "minibatches",
-                     "checkpoint_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"GRPOConfig.{name} must be a positive integer, got {v!r}")
+        check_config_ints(self, "iterations", "n_prompts", "group_size", "max_new_tokens", "ppo_epochs",
+                          "minibatches", "checkpoint_every")
         if self.group_size < 2 and (self.center == "loo" or self.scale == "std"):
             raise ValueError(f"GRPOConfig.group_size must be >= 2 with center={self.center!r}, "
                              f"scale={self.scale!r}, got {self.group_size}")
@@ -100,15 +97,10 @@ class GRPOConfig:
         if not (isinstance(self.log_samples, int) and 0 <= self.log_samples <= self.batch_size):
             raise ValueError(f"GRPOConfig.log_samples must be an integer in [0, n_prompts * group_size], "
                              f"got {self.log_samples!r}")
-        bounds = {"temperature": (0, None), "lr": (0, 1), "clip_eps": (0, 1), "max_grad_norm": (0, None)}
-        for name, (lo, hi) in bounds.items():
-            v = getattr(self, name)
-            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= lo
-                    or (hi is not None and v >= hi)):
-                raise ValueError(f"GRPOConfig.{name} must be a finite number in ({lo}, {hi or 'inf'}), got {v!r}")
-        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not (
-                math.isfinite(self.beta) and self.beta >= 0):
-            raise ValueError(f"GRPOConfig.beta must be a finite number >= 0, got {self.beta!r}")
+        for name, (lo, hi) in {"temperature": (0, None), "lr": (0, 1), "clip_eps": (0, 1),
+                               "max_grad_norm": (0, None)}.items():
+            check_config_number(self, name, lo, hi, lo_open=True, hi_open=True)
+        check_config_number(self, "beta", 0)
         choices = {"kl": KL_PLACEMENTS, "center": ("mean", "loo", "none"), "scale": ("std", "none"),
                    "loss_agg": AGGREGATIONS}
         for name, valid in choices.items():

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._validate import check_config_ints, check_config_number
 from .gpt import GPT, _response_logprobs, generate
 from .rl import (AdaptiveKLController, FixedKLController, gae, kl_penalized_rewards, masked_mean, masked_var,
                  whiten)
@@ -75,11 +76,8 @@ class PPOConfig:
     seed: int = 0
 
     def __post_init__(self):
-        ints = ("iterations", "batch_size", "minibatches", "ppo_epochs", "max_new_tokens", "checkpoint_every")
-        for name in ints:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"PPOConfig.{name} must be a positive integer, got {v!r}")
+        check_config_ints(self, "iterations", "batch_size", "minibatches", "ppo_epochs", "max_new_tokens",
+                          "checkpoint_every")
         if not (isinstance(self.log_samples, int) and 0 <= self.log_samples <= self.batch_size):
             raise ValueError(f"PPOConfig.log_samples must be an integer in [0, batch_size], got {self.log_samples!r}")
         if self.batch_size % self.minibatches:
@@ -87,13 +85,7 @@ class PPOConfig:
                              f"({self.minibatches})")
 
         def number(name, lo=None, hi=None, lo_open=False, hi_open=False):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"PPOConfig.{name} must be a finite number, got {v!r}")
-            if lo is not None and (v < lo or (lo_open and v == lo)):
-                raise ValueError(f"PPOConfig.{name} must be {'>' if lo_open else '>='} {lo}, got {v!r}")
-            if hi is not None and (v > hi or (hi_open and v == hi)):
-                raise ValueError(f"PPOConfig.{name} must be {'<' if hi_open else '<='} {hi}, got {v!r}")
+            check_config_number(self, name, lo, hi, lo_open, hi_open)
 
         number("temperature", 0, lo_open=True)
         number("lr", 0, 1, lo_open=True, hi_open=True)

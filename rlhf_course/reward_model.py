@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ._validate import check_config_ints
 from .device import pick_device
 from .gpt import GPT, GPTConfig, generate
 from .rl import last_token_index
@@ -104,10 +105,7 @@ class RewardModelConfig:
     seed: int = 1
 
     def __post_init__(self):
-        for name in ("n_pairs", "eval_pairs", "epochs", "batch_size", "max_new_tokens"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"RewardModelConfig.{name} must be a positive integer, got {v!r}")
+        check_config_ints(self, "n_pairs", "eval_pairs", "epochs", "batch_size", "max_new_tokens")
         for name in ("lr", "label_temperature", "temperature"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ._validate import check_config_ints
 from .device import pick_device
 from .gpt import GPT, GPTConfig
 from .runs import (append_jsonl, autocast, check_same_config, config_dict, grad_scaler, make_run_dir, read_json,
@@ -61,10 +62,8 @@ class SFTConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "n_reviews", "steps", "batch_size", "eval_reviews"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"SFTConfig.{name} must be a positive integer, got {v!r}")
+        check_config_ints(self, "n_layer", "n_head", "n_embd", "block_size", "n_reviews", "steps", "batch_size",
+                          "eval_reviews")
         if not (isinstance(self.lr, (int, float)) and 0 < self.lr < 1):
             raise ValueError(f"SFTConfig.lr must lie in (0, 1), got {self.lr!r}")
         if not (isinstance(self.warmup, int) and 0 <= self.warmup <= self.steps):
