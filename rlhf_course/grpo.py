@@ -42,11 +42,11 @@ import torch
 
 from ._validate import check_config_ints, check_config_number
 from .device import pick_device
-from .gpt import GPT, _response_logprobs, generate
+from .gpt import GPT, _response_logprobs
 from .kl import masked_log_ratio
 from .loop import RunInterrupted, run_iterations, write_summary
 from .ppo import judge, prepare_run
-from .ppo_trainer import _masked, _to_device
+from .ppo_trainer import _masked, _to_device, sample_rollout
 from .reward_model import PRESETS as RM_PRESETS
 from .reward_model import RewardModelConfig, ensure_reward_model
 from .rl import AGGREGATIONS, KL_ESTIMATORS, aggregate_loss, group_advantages, kl_loss_terms, masked_mean
@@ -213,12 +213,8 @@ class GRPOTrainer:
         self.policy.eval()
         idx = torch.randint(0, self.prompts.shape[0], (cfg.n_prompts,), generator=self.generator)
         idx = idx.repeat_interleave(cfg.group_size)  # consecutive rows share a prompt
-        prompts = self.prompts[_to_device(idx, self.device)]
-        with autocast(self.device):
-            tokens, mask, _ = generate(self.policy, prompts, cfg.max_new_tokens, eos_id=self.eos_id,
-                                       pad_id=self.pad_id, temperature=cfg.temperature, generator=self.generator)
-        R = int(mask.sum(1).max())
-        return tokens[:, :prompts.shape[1] + R], mask[:, :R]
+        return sample_rollout(self.policy, self.prompts[_to_device(idx, self.device)], cfg.max_new_tokens,
+                              cfg.temperature, self.eos_id, self.pad_id, self.generator)
 
     # -- 2-3. score and advantages ---------------------------------------------------------------------
     @torch.no_grad()

@@ -44,7 +44,7 @@ from .rl import (AdaptiveKLController, FixedKLController, gae, kl_penalized_rewa
                  whiten)
 from .runs import adam, autocast, grad_scaler, scaled_step
 
-__all__ = ["PPOConfig", "PPOBatch", "PPOTrainer"]
+__all__ = ["PPOConfig", "PPOBatch", "PPOTrainer", "sample_rollout"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,18 @@ def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device)
 
 
+def sample_rollout(policy: GPT, prompts: torch.Tensor, max_new_tokens: int, temperature: float, eos_id, pad_id,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One response per prompt row, sampled at ``temperature`` (mixed precision where it pays): ``tokens``
+    ``(B, P + R)`` and the response ``mask`` ``(B, R)``, cut after the longest response, ``R``, so that later
+    passes do not run over columns of padding only."""
+    with autocast(prompts.device):
+        tokens, mask, _ = generate(policy, prompts, max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+                                   temperature=temperature, generator=generator)
+    R = int(mask.sum(1).max())  # one host read per rollout
+    return tokens[:, :prompts.shape[1] + R], mask[:, :R]
+
+
 def _ppo_losses(logp, old_logp, advantages, values, old_values, returns, m, clip_eps: float, vf_clip_eps: float):
     """:func:`rl.clipped_policy_loss` and :func:`rl.clipped_value_loss` on one minibatch, the same operations
     in the same order (a test checks the results are bitwise equal), with the statistics kept as 0-d tensors
@@ -250,12 +262,8 @@ class PPOTrainer:
         cfg = self.cfg
         self.policy.eval()
         idx = torch.randint(0, self.prompts.shape[0], (cfg.batch_size,), generator=self.generator)
-        prompts = self.prompts[_to_device(idx, self.device)]
-        with autocast(self.device):
-            tokens, mask, _ = generate(self.policy, prompts, cfg.max_new_tokens, eos_id=self.eos_id,
-                                       pad_id=self.pad_id, temperature=cfg.temperature, generator=self.generator)
-        R = int(mask.sum(1).max())
-        return tokens[:, :prompts.shape[1] + R], mask[:, :R]
+        return sample_rollout(self.policy, self.prompts[_to_device(idx, self.device)], cfg.max_new_tokens,
+                              cfg.temperature, self.eos_id, self.pad_id, self.generator)
 
     # -- 2. score ------------------------------------------------------------------------------------
     @torch.no_grad()
