@@ -12,7 +12,7 @@ Two additions for RLHF:
   start at exactly 0 and the first advantages are the rewards themselves;
 * **sampling with a KV cache**: the keys and values of past positions are kept, so generating a token
   costs one position's forward pass, not the whole prefix's. :func:`generate` samples a batch of responses
-  at a temperature ``T`` and returns the log-probabilities of the sampled tokens under ``softmax(logits / T)``,
+  at a temperature ``tau`` and returns the log-probabilities of the sampled tokens under ``softmax(logits / tau)``,
   the same distribution :func:`response_logprobs` computes later from a full forward pass.
 
 Tokens listed in ``GPTConfig.banned_tokens`` (the padding and ``<bos>`` tokens, unused ids) get logit
@@ -222,7 +222,7 @@ def generate(model: GPT, prompts: torch.Tensor, max_new_tokens: int, *, eos_id: 
     (``eos_id=None``: responses are always ``max_new_tokens`` long); later positions hold ``pad_id``.
     Returns ``tokens`` ``(B, P + max_new_tokens)``, the response ``mask``
     ``(B, max_new_tokens)`` (1 up to and including ``<eos>``), and ``logprobs`` ``(B, max_new_tokens)``,
-    the sampled tokens' ``log softmax(logits / T)`` (0 on padding).
+    the sampled tokens' ``log softmax(logits / tau)`` (0 on padding).
     """
     temperature = _check_temperature(temperature)
     if prompts.dim() != 2 or prompts.dtype != torch.long:
@@ -283,9 +283,9 @@ def response_logprobs(model: GPT, tokens: torch.Tensor, prompt_len: int, tempera
                       with_entropy: bool = False):
     """One full forward pass over prompt and response: per-response-token log-probs, values, entropy.
 
-    ``logprobs[:, t] = log softmax(logits / T)[y_t]`` for response token ``t`` (predicted from position
+    ``logprobs[:, t] = log softmax(logits / tau)[y_t]`` for response token ``t`` (predicted from position
     ``prompt_len - 1 + t``); ``values[:, t]`` is the value head at that same position, the state *before*
-    token ``t`` (None without a value head); ``entropy[:, t]`` the entropy of ``softmax(logits / T)`` there
+    token ``t`` (None without a value head); ``entropy[:, t]`` the entropy of ``softmax(logits / tau)`` there
     (None unless asked). All ``(B, R)`` with ``R = tokens.shape[1] - prompt_len``. No loop over tokens.
     """
     temperature = _check_temperature(temperature)
@@ -318,6 +318,6 @@ def _token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: flo
 
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """``H = -sum_v p_v log p_v`` of ``p = softmax(logits / T)`` over the last axis."""
+    """``H = -sum_v p_v log p_v`` of ``p = softmax(logits / tau)`` over the last axis."""
     logp = torch.log_softmax(logits / temperature, dim=-1)
     return -(logp.exp() * logp).sum(-1)

@@ -3,10 +3,10 @@
 One iteration, following the published implementation details of RLHF with PPO (Ziegler et al. 2019; the
 "N implementation details of RLHF with PPO"), with the functions of chapter 5 (:mod:`rlhf_course.rl`):
 
-1. **Rollout.** Sample ``batch_size`` prompts and one response each from the policy at temperature ``T``,
+1. **Rollout.** Sample ``batch_size`` prompts and one response each from the policy at temperature ``tau``,
    batched, with the KV cache (:func:`rlhf_course.gpt.generate`). A response ends at ``<eos>`` or after
    ``max_new_tokens``; after its end it holds the distinct ``<pad>`` token, which the mask excludes.
-2. **Score.** One forward pass of the policy gives ``old_logp_t = log softmax(logits_t / T)[y_t]`` and the
+2. **Score.** One forward pass of the policy gives ``old_logp_t = log softmax(logits_t / tau)[y_t]`` and the
    values ``V_t``; one of the frozen reference gives ``ref_logp_t`` at the same temperature; the reward
    model gives one score per response. The gold reward is computed too, for the logs only.
 3. **Rewards.** ``r_t = -beta (old_logp_t - ref_logp_t) + [t = T_last] score``: the KL penalty on every
@@ -122,7 +122,7 @@ class PPOBatch:
     # 2. score: one forward pass each of the policy, the reference and the reward model
     score: torch.Tensor           # (B,) reward model score, minus missing_eos_penalty when cut off
     finished: torch.Tensor        # (B,) the response ended with <eos>
-    old_logp: torch.Tensor        # log pi_old(y_t | s_t), the policy that sampled (temperature T)
+    old_logp: torch.Tensor        # log pi_old(y_t | s_t), the policy that sampled (temperature tau)
     ref_logp: torch.Tensor        # log pi_ref(y_t | s_t)
     old_values: torch.Tensor      # V_old(s_t)
     # 3. rewards

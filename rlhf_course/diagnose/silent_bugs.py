@@ -54,7 +54,7 @@ def response_mask(response, eos_id):
 
 
 def sample_with_temperature(logits, temperature, rng):
-    """One sampling step at a temperature: ``y ~ softmax(logits / T)`` for each row of ``logits``
+    """One sampling step at a temperature: ``y ~ softmax(logits / tau)`` for each row of ``logits``
     ``(batch, vocab)``; returns the tokens and their log-probabilities, kept for PPO's ratio."""
     logits = _np_in(logits)
     tokens = _gumbel_argmax(logits / temperature, rng)
@@ -138,7 +138,7 @@ def correct_sampling_logprobs(logits, tokens, temperature: float = 1.0, top_k: i
 
 
 def correct_sample_with_temperature(logits, temperature, rng):
-    """:func:`sample_with_temperature` done right: the log-probabilities are those of ``softmax(logits / T)``,
+    """:func:`sample_with_temperature` done right: the log-probabilities are those of ``softmax(logits / tau)``,
     the distribution the tokens came from (the same random draws give the same tokens)."""
     logits = _np_in(logits)
     tokens = _gumbel_argmax(logits / temperature, rng)
@@ -186,7 +186,7 @@ SILENT_BUGS: dict[str, SilentBug] = {b.key: b for b in (
               "never trained nor penalized, and the score is read one token early"),
     SilentBug("no_temperature", "log-probs without the sampling temperature", sample_with_temperature,
               correct_sample_with_temperature,
-              "tokens are sampled from softmax(logits / T) but their log-probabilities are those of "
+              "tokens are sampled from softmax(logits / tau) but their log-probabilities are those of "
               "softmax(logits)",
               "PPO's ratio is not 1 on the first update, before any step (positive approximate KL and clip "
               "fraction from the start), and the KL estimates refer to another distribution"),
