@@ -84,22 +84,19 @@ class PPOConfig:
             raise ValueError(f"PPOConfig.batch_size ({self.batch_size}) must be divisible by minibatches "
                              f"({self.minibatches})")
 
-        def number(name, lo=None, hi=None, lo_open=False, hi_open=False):
-            check_config_number(self, name, lo, hi, lo_open, hi_open)
-
-        number("temperature", 0, lo_open=True)
-        number("lr", 0, 1, lo_open=True, hi_open=True)
-        number("beta", 0)
-        number("kl_horizon", 0, lo_open=True)
-        number("gamma", 0, 1)
-        number("lam", 0, 1)
-        number("clip_eps", 0, 1, lo_open=True, hi_open=True)
-        number("vf_clip_eps", 0, lo_open=True)
-        number("vf_coef", 0)
-        number("max_grad_norm", 0, lo_open=True)
-        number("missing_eos_penalty", 0)
+        check_config_number(self, "temperature", 0, lo_open=True)
+        check_config_number(self, "lr", 0, 1, lo_open=True, hi_open=True)
+        check_config_number(self, "beta", 0)
+        check_config_number(self, "kl_horizon", 0, lo_open=True)
+        check_config_number(self, "gamma", 0, 1)
+        check_config_number(self, "lam", 0, 1)
+        check_config_number(self, "clip_eps", 0, 1, lo_open=True, hi_open=True)
+        check_config_number(self, "vf_clip_eps", 0, lo_open=True)
+        check_config_number(self, "vf_coef", 0)
+        check_config_number(self, "max_grad_norm", 0, lo_open=True)
+        check_config_number(self, "missing_eos_penalty", 0)
         if self.target_kl is not None:
-            number("target_kl", 0, lo_open=True)
+            check_config_number(self, "target_kl", 0, lo_open=True)
             if self.beta <= 0:
                 raise ValueError("PPOConfig.beta must be > 0 when target_kl is set (the adaptive controller "
                                  "multiplies it)")
